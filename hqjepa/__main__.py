@@ -1,0 +1,3 @@
+from hqjepa.cli import main
+
+raise SystemExit(main())

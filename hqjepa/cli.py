@@ -1,0 +1,42 @@
+"""`hqjepa` command line: one subcommand per job, each implemented in its own module.
+
+A subcommand module exposes `configure_parser(parser)` and `main(args) -> int`; it is imported only
+when its subcommand runs, so `hqjepa --help` stays fast and needs none of the heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth-bigearthnet": ("hqjepa.data.synth_archive", "write a synthetic BigEarthNet archive (v1 or v2 layout)"),
+    "synth-geobench": ("hqjepa.eval.synth_geobench", "write small GeoBench-format versions of the six tasks"),
+    "pretrain-local": ("hqjepa.pretrain_local", "pretrain on synthetic pairs in one process (no Ray)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hqjepa", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints help or the error and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"hqjepa {name}", description=COMMANDS[name][1])
+    module.configure_parser(parser)
+    return int(module.main(parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
