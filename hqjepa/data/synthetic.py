@@ -1,0 +1,311 @@
+"""Synthetic Sentinel-1/Sentinel-2 scenes drawn from a latent land-cover map.
+
+No BigEarthNet archive can be downloaded here, so pretraining, the converter and the GeoBench tasks
+run on scenes this module draws. One scene is:
+
+1. a land-cover map: `k` classes of the 43-class CORINE nomenclature (`labels.LABELS43`), each
+   owning the pixels where its smoothed Gaussian random field is the largest,
+       c(x) = argmax_j (f_j * g_l)(x) + b_j,
+   with `g_l` a Gaussian kernel of a per-scene correlation length `l` (so regions are spatially
+   coherent blobs of a scene-specific size) and `b_j` a per-class bias (some classes dominate);
+2. Sentinel-2 L2A bottom-of-atmosphere reflectance: each class has a spectral signature over
+   B01..B12 (water dark in NIR/SWIR, vegetation with a red edge and a high NIR plateau, urban bright
+   and flat, bare soil rising to SWIR), modulated by a smooth within-class texture and a per-scene
+   illumination factor; rendered at 10 m, area-averaged to each band's native grid (20 m: 2x2,
+   60 m: 6x6 pixels), plus sensor noise, scaled by 10000 and stored as uint16 like L2A;
+3. Sentinel-1 GRD backscatter: per-class sigma0 in dB for VV and VH plus a smooth texture, turned
+   into linear power, multiplied by speckle ~ Gamma(L, 1/L) with L = 4.4 looks (the equivalent
+   number of looks of IW GRDH), and converted back to dB (float32, 10 m grid);
+4. the multi-label set: a class is a label when it covers more than `min_fraction` of the scene;
+   the 19-class labels follow from the official 43 -> 19 conversion.
+
+S1 and S2 of a pair come from the same land-cover map, so there is cross-modal structure to learn.
+Everything is vectorised over scenes (numpy FFTs in chunks); ~1000 scenes at 120 px take seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from hqjepa.bands import REFERENCE_RESOLUTION_M, S1_BANDS, S2_BANDS, resolution_m
+from hqjepa.data.labels import INDEX_43_TO_19, LABELS19, LABELS43, label_index
+
+# --- spectral world -------------------------------------------------------------------------------
+# Archetype reflectances over S2_BANDS (B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12) and
+# S1 sigma0 (VV, VH) in dB. Values follow typical published spectra (e.g. the USGS spectral
+# library shapes) at the precision a synthetic benchmark needs.
+_ARCHETYPES: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
+    "urban":       ((.10, .10, .11, .12, .13, .14, .15, .16, .16, .15, .18, .16), (-4.0, -11.0)),
+    "suburban":    ((.07, .07, .09, .09, .12, .18, .21, .23, .24, .22, .20, .14), (-7.0, -14.0)),
+    "bare_bright": ((.11, .12, .15, .19, .22, .24, .25, .26, .27, .26, .33, .28), (-10.0, -19.0)),
+    "park":        ((.04, .04, .07, .05, .11, .26, .32, .35, .36, .34, .22, .11), (-10.5, -17.0)),
+    "crop":        ((.05, .05, .08, .07, .12, .24, .29, .31, .32, .30, .24, .14), (-10.0, -17.0)),
+    "rice":        ((.04, .04, .06, .05, .08, .16, .19, .20, .21, .19, .12, .07), (-14.0, -22.0)),
+    "orchard":     ((.05, .05, .07, .07, .11, .20, .24, .26, .27, .25, .23, .14), (-9.0, -15.0)),
+    "grass":       ((.04, .04, .07, .05, .11, .25, .31, .33, .34, .32, .23, .12), (-11.0, -18.0)),
+    "broadleaf":   ((.03, .03, .05, .03, .08, .25, .33, .36, .37, .35, .18, .08), (-7.5, -13.0)),
+    "conifer":     ((.02, .02, .035, .02, .05, .14, .19, .21, .22, .21, .10, .045), (-8.0, -13.5)),
+    "mixed":       ((.025, .025, .043, .025, .065, .20, .26, .285, .295, .28, .14, .062), (-7.7, -13.2)),
+    "shrub":       ((.035, .035, .06, .05, .09, .18, .22, .24, .25, .23, .20, .11), (-9.0, -15.5)),
+    "sand":        ((.15, .18, .24, .30, .33, .35, .37, .38, .39, .38, .45, .40), (-17.0, -26.0)),
+    "rock":        ((.12, .13, .16, .19, .21, .22, .23, .24, .24, .23, .28, .24), (-8.0, -16.0)),
+    "sparse":      ((.08, .09, .12, .14, .17, .21, .24, .25, .26, .25, .28, .21), (-11.0, -19.0)),
+    "burnt":       ((.04, .04, .05, .06, .07, .08, .09, .10, .10, .10, .16, .14), (-12.0, -19.5)),
+    "marsh":       ((.04, .04, .06, .045, .08, .16, .20, .21, .22, .20, .12, .06), (-10.0, -17.0)),
+    "salines":     ((.20, .22, .25, .27, .27, .26, .25, .24, .24, .22, .15, .10), (-15.0, -24.0)),
+    "tidal":       ((.07, .07, .08, .08, .08, .08, .08, .08, .08, .07, .05, .03), (-14.0, -23.0)),
+    "water":       ((.06, .05, .045, .03, .025, .018, .015, .012, .011, .008, .004, .003), (-20.0, -27.0)),
+    "sea":         ((.07, .06, .05, .025, .015, .010, .008, .007, .006, .004, .002, .001), (-21.0, -28.0)),
+}
+
+# archetype and prior weight (rough BigEarthNet frequency) of each of the 43 classes, LABELS43 order
+_CLASS_ARCHETYPE: tuple[tuple[str, float], ...] = (
+    ("urban", 1), ("suburban", 3), ("urban", 2), ("urban", 1), ("urban", .3), ("urban", .3),
+    ("bare_bright", .5), ("bare_bright", .2), ("bare_bright", .2), ("park", .3), ("suburban", .5),
+    ("crop", 6), ("crop", 1), ("rice", .3), ("orchard", .8), ("orchard", .8), ("orchard", .5),
+    ("grass", 5), ("crop", .3), ("crop", 4), ("crop", 4), ("orchard", .5),
+    ("broadleaf", 4), ("conifer", 5), ("mixed", 5), ("grass", 1.5), ("shrub", 1), ("shrub", .8),
+    ("shrub", 4), ("sand", .3), ("rock", .3), ("sparse", .5), ("burnt", .1),
+    ("marsh", 1), ("marsh", 1), ("marsh", .3), ("salines", .1), ("tidal", .2),
+    ("water", 1), ("water", 2), ("sea", .3), ("sea", .3), ("sea", 2),
+)
+assert len(_CLASS_ARCHETYPE) == len(LABELS43)
+
+S1_LOOKS = 4.4  # equivalent number of looks of Sentinel-1 IW GRDH
+
+
+def _class_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class S2 signature [43, 12], S1 sigma0 dB [43, 2] and prior [43].
+
+    Classes sharing an archetype get a fixed, seeded perturbation (a smooth spectral tilt and
+    +-1 dB) so every one of the 43 classes is spectrally distinct yet plausible.
+    """
+    rng = np.random.default_rng(20170613)
+    s2 = np.empty((len(LABELS43), len(S2_BANDS)), np.float64)
+    s1 = np.empty((len(LABELS43), len(S1_BANDS)), np.float64)
+    prior = np.empty(len(LABELS43), np.float64)
+    pos = np.linspace(-1.0, 1.0, len(S2_BANDS))
+    for i, (arch, weight) in enumerate(_CLASS_ARCHETYPE):
+        refl, sigma0 = _ARCHETYPES[arch]
+        tilt = 1.0 + rng.uniform(-0.08, 0.08) + rng.uniform(-0.06, 0.06) * pos
+        s2[i] = np.asarray(refl) * tilt
+        s1[i] = np.asarray(sigma0) + rng.uniform(-1.0, 1.0, size=2)
+        prior[i] = weight
+    return s2, s1, prior / prior.sum()
+
+
+S2_SIGNATURES, S1_SIGMA0_DB, CLASS_PRIOR = _class_tables()
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+@dataclass
+class Scene:
+    """One synthetic S1/S2 pair.
+
+    landcover: [size, size] uint8, index into `labels.LABELS43` (10 m grid).
+    s2: band name -> uint16 reflectance x 10000 at the band's native resolution.
+    s1: band name (VV, VH) -> float32 backscatter in dB on the 10 m grid.
+    """
+
+    landcover: np.ndarray
+    s2: dict[str, np.ndarray]
+    s1: dict[str, np.ndarray]
+    labels43: list[str]
+    labels19: list[str]
+
+
+@dataclass
+class SceneBatch:
+    """Many scenes as arrays: the fast path for training data and archive writing."""
+
+    landcover: np.ndarray                       # [n, S, S] uint8
+    s2: dict[str, np.ndarray]                   # band -> [n, h, w] uint16 (native grid)
+    s1: dict[str, np.ndarray]                   # band -> [n, S, S] float32 dB
+    labels43: np.ndarray                        # [n, 43] uint8 multi-hot
+    labels19: np.ndarray                        # [n, 19] uint8 multi-hot
+    fractions: np.ndarray = field(repr=False)   # [n, 43] float32 area fraction of each class
+
+    def __len__(self) -> int:
+        return self.landcover.shape[0]
+
+    def scene(self, i: int) -> Scene:
+        return Scene(
+            landcover=self.landcover[i],
+            s2={b: a[i] for b, a in self.s2.items()},
+            s1={b: a[i] for b, a in self.s1.items()},
+            labels43=[LABELS43[j] for j in np.flatnonzero(self.labels43[i])],
+            labels19=[LABELS19[j] for j in np.flatnonzero(self.labels19[i])],
+        )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def native_size(band: str, size_px: int) -> int:
+    """Side in px of `band` for a scene that is `size_px` at 10 m (120 -> 120/60/20)."""
+    return max(1, int(round(size_px * REFERENCE_RESOLUTION_M / resolution_m(band))))
+
+
+def _smooth_fields(rng: np.random.Generator, n: int, k: int, size: int, corr_px: np.ndarray) -> np.ndarray:
+    """[n, k, size, size] Gaussian random fields, unit variance, correlation length corr_px[n].
+
+    White noise is low-pass filtered in the Fourier domain with exp(-2 pi^2 l^2 |f|^2) (a Gaussian
+    kernel of std l pixels); the grid is padded by half its size so the periodic wrap-around of the
+    FFT does not join opposite edges of the scene.
+    """
+    pad = size + size // 2
+    noise = rng.standard_normal((n, k, pad, pad), dtype=np.float32)
+    fy = np.fft.fftfreq(pad).astype(np.float32)
+    fx = np.fft.rfftfreq(pad).astype(np.float32)
+    f2 = fy[:, None] ** 2 + fx[None, :] ** 2
+    kernel = np.exp(-2.0 * np.pi ** 2 * (corr_px.astype(np.float32) ** 2)[:, None, None, None] * f2)
+    fields = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=(pad, pad))[..., :size, :size]
+    fields -= fields.mean(axis=(-2, -1), keepdims=True)
+    fields /= fields.std(axis=(-2, -1), keepdims=True) + 1e-12
+    return fields.astype(np.float32, copy=False)
+
+
+def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] linear interpolation matrix (pixel centres, edges clamped)."""
+    x = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    x = np.clip(x, 0, n_in - 1)
+    lo = np.floor(x).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = np.zeros((n_out, n_in), np.float32)
+    np.add.at(w, (np.arange(n_out), lo), 1.0 - (x - lo))
+    np.add.at(w, (np.arange(n_out), hi), x - lo)
+    return w
+
+
+def _coarse_fields(rng: np.random.Generator, n: int, k: int, size: int, corr_px: np.ndarray) -> np.ndarray:
+    """Like `_smooth_fields`, drawn on a 4x coarser grid and interpolated linearly to `size`.
+
+    The land-cover fields have correlation lengths of at least size/14 px, so a 4x coarser grid
+    keeps their shape and makes the FFTs 16x cheaper.
+    """
+    coarse = max(4, -(-size // 4))
+    f = _smooth_fields(rng, n, k, coarse, corr_px * coarse / size)
+    w = _linear_weights(coarse, size)
+    return np.einsum("oi,...ij,pj->...op", w, f, w, optimize=True).astype(np.float32, copy=False)
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] matrix of overlap fractions: exact area averaging for any size ratio."""
+    edges_in = np.arange(n_in + 1) / n_in
+    edges_out = np.arange(n_out + 1) / n_out
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    w = np.clip(hi - lo, 0.0, None)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def area_average(x: np.ndarray, out_size: int) -> np.ndarray:
+    """Area-average the last two axes of `x` (square) to out_size x out_size."""
+    size = x.shape[-1]
+    if out_size == size:
+        return x
+    if size % out_size == 0:
+        f = size // out_size
+        return x.reshape(*x.shape[:-2], out_size, f, out_size, f).mean(axis=(-3, -1))
+    w = _area_weights(size, out_size)
+    return np.einsum("oi,...ij,pj->...op", w, x, w, optimize=True)
+
+
+def _class_ids(classes: Sequence[str | int] | None) -> np.ndarray:
+    if classes is None:
+        return np.arange(len(LABELS43))
+    ids = [label_index(c, 43) if isinstance(c, str) else int(c) for c in classes]
+    if not ids or min(ids) < 0 or max(ids) >= len(LABELS43):
+        raise ValueError(f"classes must be names or indices of the 43-class nomenclature, got {classes!r}")
+    return np.asarray(sorted(set(ids)))
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int, min_classes: int,
+                  pool: np.ndarray, min_fraction: float) -> SceneBatch:
+    k_max = min(max_classes, len(pool))
+    k_min = min(min_classes, k_max)
+    # 1. latent land-cover map
+    k = rng.integers(k_min, k_max + 1, size=n)
+    p = CLASS_PRIOR[pool] / CLASS_PRIOR[pool].sum()
+    # Gumbel top-k: k_max distinct classes per scene drawn with probabilities p
+    keys = np.log(p)[None, :] + rng.gumbel(size=(n, len(pool)))
+    chosen = pool[np.argsort(-keys, axis=1)[:, :k_max]]                       # [n, k_max]
+    corr = rng.uniform(size / 14.0, size / 4.0, size=n)                       # region scale, px
+    fields = _coarse_fields(rng, n, k_max, size, corr)
+    fields += rng.normal(0.0, 0.6, size=(n, k_max, 1, 1)).astype(np.float32)  # dominance
+    unused = np.arange(k_max)[None, :] >= k[:, None]
+    fields[unused] = -np.inf
+    slot = fields.argmax(axis=1)                                              # [n, S, S]
+    landcover = np.take_along_axis(chosen, slot.reshape(n, -1), axis=1).reshape(n, size, size)
+    landcover = landcover.astype(np.uint8)
+
+    # 2. S2 reflectance on the 10 m grid, then each band's native grid
+    texture = _smooth_fields(rng, n, 2, size, rng.uniform(1.5, 4.0, size=n))  # [n, 2, S, S]
+    illum = rng.uniform(0.85, 1.15, size=(n, 1, 1, 1)).astype(np.float32)
+    refl = S2_SIGNATURES.astype(np.float32)[landcover]                       # [n, S, S, 12]
+    refl = np.moveaxis(refl, -1, 1) * illum * (1.0 + 0.08 * texture[:, :1])   # [n, 12, S, S]
+    s2 = {}
+    for c, band in enumerate(S2_BANDS):
+        r = area_average(refl[:, c], native_size(band, size))
+        r = r + rng.standard_normal(r.shape, dtype=np.float32) * (0.002 + 0.01 * r)
+        s2[band] = np.clip(np.rint(r * 10000.0), 1, 65535).astype(np.uint16)
+
+    # 3. S1 backscatter: dB -> linear power x Gamma speckle -> dB
+    sigma0_db = S1_SIGMA0_DB.astype(np.float32)[landcover] + 1.0 * texture[:, 1, :, :, None]
+    power = np.power(np.float32(10.0), sigma0_db / 10.0)
+    speckle = rng.gamma(S1_LOOKS, 1.0 / S1_LOOKS, size=power.shape).astype(np.float32)
+    s1_db = 10.0 * np.log10(np.maximum(power * speckle, 1e-10))
+    s1 = {band: np.ascontiguousarray(s1_db[..., c], dtype=np.float32) for c, band in enumerate(S1_BANDS)}
+
+    # 4. labels from area fractions
+    counts = np.zeros((n, len(LABELS43)), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), size * size), landcover.reshape(-1)), 1)
+    fractions = (counts / float(size * size)).astype(np.float32)
+    labels43 = (fractions > min_fraction).astype(np.uint8)
+    labels19 = np.zeros((n, len(LABELS19)), np.uint8)
+    rows, cols = np.nonzero(labels43)
+    mapped = INDEX_43_TO_19[cols]
+    keep = mapped >= 0
+    labels19[rows[keep], mapped[keep]] = 1
+    return SceneBatch(landcover, s2, s1, labels43, labels19, fractions)
+
+
+def render_batch(rng: np.random.Generator, n: int, size_px: int = 120, max_classes: int = 6, *,
+                 min_classes: int = 1, classes: Sequence[str | int] | None = None,
+                 min_fraction: float = 0.01, chunk: int = 64) -> SceneBatch:
+    """Draw `n` scenes of `size_px` x `size_px` at 10 m.
+
+    max_classes / min_classes: land-cover classes per scene (drawn uniformly in that range).
+    classes: restrict the land-cover classes (43-class names or indices); default all 43.
+    min_fraction: a class is a label when it covers more than this fraction of the scene.
+    """
+    if n < 0 or size_px < 2 or max_classes < 1:
+        raise ValueError(f"render_batch(n={n}, size_px={size_px}, max_classes={max_classes}): "
+                         "need n >= 0, size_px >= 2, max_classes >= 1")
+    pool = _class_ids(classes)
+    parts = [_render_chunk(rng, min(chunk, n - i), size_px, max_classes, min_classes, pool, min_fraction)
+             for i in range(0, n, chunk)] or [_render_chunk(rng, 0, size_px, max_classes, min_classes, pool,
+                                                              min_fraction)]
+    if len(parts) == 1:
+        return parts[0]
+    return SceneBatch(
+        landcover=np.concatenate([p.landcover for p in parts]),
+        s2={b: np.concatenate([p.s2[b] for p in parts]) for b in S2_BANDS},
+        s1={b: np.concatenate([p.s1[b] for p in parts]) for b in S1_BANDS},
+        labels43=np.concatenate([p.labels43 for p in parts]),
+        labels19=np.concatenate([p.labels19 for p in parts]),
+        fractions=np.concatenate([p.fractions for p in parts]),
+    )
+
+
+def render_scene(rng: np.random.Generator, size_px: int = 120, max_classes: int = 6, *,
+                 min_classes: int = 1, classes: Sequence[str | int] | None = None,
+                 min_fraction: float = 0.01) -> Scene:
+    """Draw one scene (see the module docstring for the generative model)."""
+    return render_batch(rng, 1, size_px, max_classes, min_classes=min_classes, classes=classes,
+                        min_fraction=min_fraction).scene(0)
