@@ -1,0 +1,1 @@
+"""One module per loss term, each with its formula in the docstring."""

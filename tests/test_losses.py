@@ -1,0 +1,125 @@
+"""Loss terms: each against its formula on small examples."""
+
+import math
+
+import pytest
+import torch
+
+from hqjepa.losses.cross_modal import cross_modal_loss
+from hqjepa.losses.masked import masked_pool, masked_token_mean
+from hqjepa.losses.prediction import prediction_loss
+from hqjepa.losses.sigreg import SIGReg
+from hqjepa.losses.weighting import S_MAX, S_MIN, LossWeighting
+
+
+def test_prediction_loss_matches_formula_and_ignores_padding():
+    torch.manual_seed(0)
+    pred, tgt = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    valid = torch.ones(2, 3, 5, dtype=torch.bool)
+    valid[0, 1, 3:] = False
+    # hand computation: per block mean over its valid tokens and channels, then mean over blocks
+    r = (pred - tgt).abs()
+    sl1 = torch.where(r < 1.0, 0.5 * r**2, r - 0.5).mean(-1)
+    blocks = [sl1[b, k][valid[b, k]].mean() for b in range(2) for k in range(3)]
+    expected = torch.stack(blocks).mean()
+    assert torch.allclose(prediction_loss(pred, tgt, valid), expected)
+    # garbage in padded slots changes nothing
+    pred2 = pred.clone()
+    pred2[0, 1, 3:] = 1e6
+    assert torch.allclose(prediction_loss(pred2, tgt, valid), expected)
+    # targets carry no gradient
+    tgt.requires_grad_(True)
+    pred.requires_grad_(True)
+    prediction_loss(pred, tgt, valid).backward()
+    assert tgt.grad is None and pred.grad is not None
+
+
+def test_cross_modal_loss_kinds():
+    a, b = torch.zeros(1, 1, 2, 3), torch.full((1, 1, 2, 3), 2.0)
+    v = torch.ones(1, 1, 2, dtype=torch.bool)
+    assert cross_modal_loss(a, b, v, "mse").item() == pytest.approx(4.0)
+    assert cross_modal_loss(a, b, v, "smooth_l1", beta=1.0).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="kind must be"):
+        cross_modal_loss(a, b, v, "cosine")
+
+
+def test_masked_helpers():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    v = torch.tensor([[True, True, False]])
+    assert masked_pool(x, v).item() == 2.0
+    assert masked_token_mean(torch.tensor([[[1.0, 3.0, 100.0]]]), v[None]).item() == 2.0
+
+
+def _sigreg_reference(z, a, t_max, knots):
+    """Direct numerical integration of N * int_R |phi_N(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt."""
+    t = torch.linspace(-t_max, t_max, 2 * knots - 1, dtype=torch.float64)
+    x = (z.double() @ a.double())[:, :, None] * t
+    ecf_re, ecf_im = x.cos().mean(0), x.sin().mean(0)
+    phi = torch.exp(-0.5 * t**2)
+    err = ((ecf_re - phi) ** 2 + ecf_im**2) * phi
+    return (torch.trapezoid(err, t, dim=-1) * z.shape[0]).mean()
+
+
+def test_sigreg_equals_trapezoid_integral_of_epps_pulley():
+    torch.manual_seed(0)
+    sig = SIGReg(num_slices=8, knots=17, t_max=3.0)
+    z = torch.randn(64, 6) * 1.7 + 0.3
+    a = sig.directions(6, step=5, device=z.device)
+    assert torch.allclose(a.norm(dim=0), torch.ones(8), atol=1e-6)
+    assert sig(z, step=5).item() == pytest.approx(_sigreg_reference(z, a, 3.0, 17).item(), rel=1e-4)
+
+
+def test_sigreg_small_for_gaussian_large_for_collapse_and_differentiable():
+    torch.manual_seed(1)
+    sig = SIGReg(num_slices=64)
+    gauss = sig(torch.randn(2048, 16), step=0).item()
+    collapsed = sig(torch.full((2048, 16), 0.5) + 0.01 * torch.randn(2048, 16), step=0).item()
+    anisotropic = sig(torch.randn(2048, 16) * torch.linspace(0.1, 3, 16), step=0).item()
+    assert gauss < 5.0 < 100 < anisotropic < collapsed  # O(1) under the null, grows with N otherwise
+    z = torch.randn(256, 16, requires_grad=True)
+    sig(z * 3, step=0).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_sigreg_directions_shared_per_step_and_redrawn_between_steps():
+    s1, s2 = SIGReg(num_slices=4, seed=7), SIGReg(num_slices=4, seed=7)
+    assert torch.equal(s1.directions(8, 3, "cpu"), s2.directions(8, 3, "cpu"))  # every rank alike
+    assert not torch.equal(s1.directions(8, 3, "cpu"), s1.directions(8, 4, "cpu"))
+
+
+def test_fixed_weighting_is_the_paper_objective():
+    w = LossWeighting("fixed", {"pred": 1.0, "cm": 0.5, "sig": 0.05, "fqs": 0.0})
+    assert w.names == ("pred", "cm", "sig")
+    terms = {"pred": torch.tensor(2.0), "cm": torch.tensor(4.0), "sig": torch.tensor(10.0)}
+    assert w(terms).item() == pytest.approx(2.0 + 2.0 + 0.5)
+
+
+def test_uncertainty_weighting_starts_at_fixed_and_learns_towards_inverse_loss():
+    base = {"pred": 1.0, "cm": 0.5, "fqs": 0.1}
+    w = LossWeighting("uncertainty", base)
+    assert w.weights() == pytest.approx(base)
+    terms = {"pred": torch.tensor(2.0), "cm": torch.tensor(4.0), "fqs": torch.tensor(0.0)}
+    expected = sum(base[n] * terms[n].item() - math.log(base[n]) for n in base)
+    assert w(terms).item() == pytest.approx(expected, rel=1e-6)
+    opt = torch.optim.SGD(w.parameters(), lr=0.1)
+    for _ in range(2000):
+        opt.zero_grad()
+        w(terms).backward()
+        opt.step()
+    got = w.weights()
+    assert got["pred"] == pytest.approx(1 / 2.0, rel=0.02) and got["cm"] == pytest.approx(1 / 4.0, rel=0.02)
+    assert got["fqs"] == pytest.approx(math.exp(-S_MIN), rel=1e-3)  # zero loss: weight capped, not infinite
+    assert S_MIN < S_MAX
+
+
+def test_dwa_weighting_favours_the_stalling_term():
+    w = LossWeighting("dwa", {"pred": 1.0, "cm": 1.0}, temperature=1.0)
+    for i in range(200):  # pred falls fast, cm stalls
+        w({"pred": torch.tensor(10.0 * 0.98**i), "cm": torch.tensor(1.0)})
+    got = w.weights()
+    assert got["cm"] > got["pred"] and sum(got.values()) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_unknown_scheme():
+    with pytest.raises(ValueError, match="fixed, uncertainty or dwa"):
+        LossWeighting("gradnorm", {"pred": 1.0})
