@@ -1,0 +1,118 @@
+"""FQSHead: summaries -> rotation angles -> SWAP-test fidelity -> L_fqs and the collapse gap.
+
+Angles are linear projections bounded by pi * tanh (an angle and its 2 pi shift give the same
+gate, so the bound loses nothing and keeps gradients from chasing unbounded angles):
+
+    student   = pi tanh(W_c c_b + b_c)   -> [L_enc, 5, 3]   context summary, shared by the K blocks
+    teacher   = pi tanh(W_t t_bk + b_t)  -> [L_enc, 5, 3]   target summary of block k (detached)
+    predictor = pi tanh(W_q m_bk + b_q)  -> [L_pred, 5, 3]  mask query of block k
+
+The student register runs the student's L_enc layers then the predictor's L_pred layers; the
+teacher register runs the teacher's L_enc layers. Loss and gap: `hqjepa.losses.fqs`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hqjepa.losses.fqs import collapse_gap, fqs_loss, shuffled_pairs
+from hqjepa.quantum.fidelity import BACKENDS, swap_test_fidelity
+from hqjepa.quantum.statevector import N_QUBITS
+
+ANGLES_PER_LAYER = N_QUBITS * 3
+_SOURCES = {"student": "context_summary", "teacher": "target_summary", "predictor": "mask_query"}
+
+
+class FQSOutput(NamedTuple):
+    loss: Tensor      # scalar, L_fqs = mean(1 - F) over blocks and batch
+    fidelity: Tensor  # [B, K]
+    gap: Tensor       # scalar, no grad: mean F(matched) - mean F(shuffled pairs); NaN if B < 2
+
+
+class FQSHead(nn.Module):
+    """Projects summaries to angles and scores them with the SWAP test (see module docstring)."""
+
+    def __init__(self, embed_dim: int, enc_layers: int = 2, pred_layers: int = 1,
+                 backend: str = "statevector", device: str = "default.qubit") -> None:
+        super().__init__()
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim: expected >= 1, got {embed_dim}")
+        if enc_layers < 1:
+            raise ValueError(f"enc_layers: expected >= 1, got {enc_layers}")
+        if pred_layers < 0:
+            raise ValueError(f"pred_layers: expected >= 0, got {pred_layers}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.embed_dim, self.enc_layers, self.pred_layers = embed_dim, enc_layers, pred_layers
+        self.backend, self.device_name = backend, device
+        self.context_proj = nn.Linear(embed_dim, enc_layers * ANGLES_PER_LAYER)
+        self.target_proj = nn.Linear(embed_dim, enc_layers * ANGLES_PER_LAYER)
+        self.query_proj = nn.Linear(embed_dim, pred_layers * ANGLES_PER_LAYER) if pred_layers else None
+
+    @staticmethod
+    def _angles(proj: nn.Linear, x: Tensor, layers: int) -> Tensor:
+        a = math.pi * torch.tanh(proj(x))
+        if a.dtype not in (torch.float32, torch.float64):  # autocast: simulate in float32
+            a = a.float()
+        return a.reshape(*x.shape[:-1], layers, N_QUBITS, 3)
+
+    def angles(self, context_summary: Tensor, target_summary: Tensor,
+               mask_query: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(student [B, K, L_enc, 5, 3], teacher [B, K, L_enc, 5, 3], predictor [B, K, L_pred, 5, 3])."""
+        self._check(context_summary, target_summary, mask_query)
+        k = target_summary.shape[1]
+        student = self._angles(self.context_proj, context_summary, self.enc_layers)
+        student = student.unsqueeze(1).expand(-1, k, -1, -1, -1)
+        teacher = self._angles(self.target_proj, target_summary, self.enc_layers)
+        if self.query_proj is None:
+            predictor = student.new_zeros(*mask_query.shape[:2], 0, N_QUBITS, 3)
+        else:
+            predictor = self._angles(self.query_proj, mask_query, self.pred_layers)
+        dtype = torch.promote_types(student.dtype, teacher.dtype)
+        return student.to(dtype), teacher.to(dtype), predictor.to(dtype)
+
+    def _fidelity(self, student: Tensor, teacher: Tensor, predictor: Tensor) -> Tensor:
+        b, k = student.shape[:2]
+        try:
+            f = swap_test_fidelity(student.flatten(0, 1), teacher.flatten(0, 1),
+                                   predictor.flatten(0, 1), self.backend, self.device_name)
+        except ValueError as err:  # name the head's input the bad angles came from
+            angles = str(err).split(":", 1)[0]
+            if angles in _SOURCES:
+                raise ValueError(f"{_SOURCES[angles]}: gives bad {err}") from err
+            raise
+        return f.view(b, k)
+
+    def forward(self, context_summary: Tensor, target_summary: Tensor,
+                mask_query: Tensor) -> FQSOutput:
+        """context_summary [B, D], target_summary [B, K, D] (detached), mask_query [B, K, D]."""
+        student, teacher, predictor = self.angles(context_summary, target_summary, mask_query)
+        fidelity = self._fidelity(student, teacher, predictor)
+        with torch.no_grad():
+            batch = student.shape[0]
+            if batch >= 2:
+                perm = shuffled_pairs(batch, teacher.device)
+                shuffled = self._fidelity(student, teacher[perm], predictor)
+            else:
+                shuffled = fidelity
+            gap = collapse_gap(fidelity, shuffled)
+        return FQSOutput(fqs_loss(fidelity), fidelity, gap)
+
+    def _check(self, context_summary: Tensor, target_summary: Tensor, mask_query: Tensor) -> None:
+        d = self.embed_dim
+        if context_summary.dim() != 2 or context_summary.shape[1] != d:
+            raise ValueError(f"context_summary: expected [B, {d}], got {list(context_summary.shape)}")
+        b = context_summary.shape[0]
+        if target_summary.dim() != 3 or target_summary.shape[0] != b or target_summary.shape[2] != d:
+            raise ValueError(f"target_summary: expected [{b}, K, {d}], got {list(target_summary.shape)}")
+        k = target_summary.shape[1]
+        if tuple(mask_query.shape) != (b, k, d):
+            raise ValueError(f"mask_query: expected [{b}, {k}, {d}], got {list(mask_query.shape)}")
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, enc_layers={self.enc_layers}, "
+                f"pred_layers={self.pred_layers}, backend={self.backend!r}")

@@ -1,0 +1,208 @@
+"""Batched exact simulation of the FQS circuit in PyTorch, with a hand-written backward.
+
+The SWAP test on wires 0 (ancilla), 1..5 (student), 6..10 (teacher) measures
+
+    F = <Z_0> = |<psi_s|psi_t>|^2,
+
+so the 11-qubit circuit reduces exactly to two 5-qubit registers (32 complex amplitudes each) and
+their overlap. One layer with angles a[q] = (RY, RZ, ZZ) on qubits q = 0..4 is
+
+    U(a) = prod_q IsingZZ_{q,q+1 mod 5}(a[q,2]) * prod_q RZ_q(a[q,1]) RY_q(a[q,0])
+         = D(theta) K,   K = (x)_q RY(a[q,0])  (real),   D = diag(exp(i theta(x))),
+    theta(x) = -1/2 sum_q (a[q,1] z_q(x) + a[q,2] z_q(x) z_{q+1}(x)),   z_q = +-1,
+
+because RZ and IsingZZ are diagonal (PennyLane conventions: RY(p) = exp(-i p/2 Y),
+RZ(p) = exp(-i p/2 Z), IsingZZ(p) = exp(-i p/2 Z(x)Z)). theta for all 32 basis states is one matmul
+of the angles with a fixed +-1/2 sign table. The first layer acts on |00000>, so K|0> is the product
+state (x)_q (cos(a/2), sin(a/2)). RY(p) = cos(p/2) I + sin(p/2) J with J = [[0, -1], [1, 0]] (real),
+hence dK/da_q = 1/2 K J_q: the backward needs no derivative of K, only J_q applied to stored states.
+
+Layout: states are real tensors [2 (re, im), 32, N] with the sample axis last, so every elementwise
+op runs over contiguous runs of N; qubit q is bit 4 - q of the basis index (PennyLane's wire order).
+The forward runs without an autograd graph and keeps only the per-layer states; the backward is the
+adjoint sweep written out (roughly 3x faster than letting autograd record the ~100 small ops).
+The student and teacher registers share the L_enc encoding layers' shapes, so both run as one
+batch of 2B columns until the student's predictor layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+N_QUBITS = 5
+DIM = 2 ** N_QUBITS
+
+_tables: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def phase_table(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[32, 10] table P with theta = P @ a, a = (RZ_0, ZZ_0, RZ_1, ZZ_1, ..., ZZ_4) of one layer."""
+    key = (dtype, torch.device(device))
+    if key not in _tables:
+        x = torch.arange(DIM)
+        z = torch.stack([1 - 2 * ((x >> (N_QUBITS - 1 - q)) & 1) for q in range(N_QUBITS)])  # [5, 32]
+        zz = z * z.roll(-1, dims=0)                               # z_q z_{q+1 mod 5}
+        table = -0.5 * torch.stack((z, zz), dim=1).reshape(2 * N_QUBITS, DIM).T
+        _tables[key] = table.to(dtype=dtype, device=device).contiguous()
+    return _tables[key]
+
+
+def _qubit_view(psi: Tensor, q: int) -> Tensor:
+    """[..., 32, N] -> [..., 2**q, 2 (bit of qubit q), 2**(4-q), N]."""
+    return psi.view(*psi.shape[:-2], 2 ** q, 2, 2 ** (N_QUBITS - 1 - q), psi.shape[-1])
+
+
+def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tensor:
+    """K psi (or K^T psi) for K = (x)_q [[c_q, -s_q], [s_q, c_q]]; psi [R, 32, N], c, s [5, N]."""
+    sign = -1.0 if transpose else 1.0
+    for q in range(N_QUBITS):
+        v = _qubit_view(psi, q)
+        x0, x1 = v[..., 0, :, :], v[..., 1, :, :]
+        out = torch.empty_like(v)
+        torch.mul(x0, c[q], out=out[..., 0, :, :]).addcmul_(x1, s[q], value=-sign)
+        torch.mul(x0, s[q], out=out[..., 1, :, :]).mul_(sign).addcmul_(x1, c[q])
+        psi = out.view(psi.shape)
+    return psi
+
+
+def _phase(re: Tensor, im: Tensor, pc: Tensor, ps: Tensor) -> Tensor:
+    """exp(i theta) (re + i im) as [2, 32, N]; pc, ps = cos, sin of theta."""
+    out = torch.empty((2,) + re.shape, dtype=re.dtype, device=re.device)
+    torch.mul(re, pc, out=out[0]).addcmul_(im, ps, value=-1.0)
+    torch.mul(re, ps, out=out[1]).addcmul_(im, pc)
+    return out
+
+
+def _product_state(c: Tensor, s: Tensor) -> Tensor:
+    """(x)_q (c_q, s_q) as [32, N]; c, s [5, N]."""
+    p = torch.stack((c[0], s[0]))
+    for q in range(1, N_QUBITS):
+        p = (p.unsqueeze(1) * torch.stack((c[q], s[q])).unsqueeze(0)).reshape(2 ** (q + 1), c.shape[-1])
+    return p
+
+
+def _j_pairing(g: Tensor, psi: Tensor) -> Tensor:
+    """<g, J_q psi> (real part) for q = 0..4 -> [5, N]; g, psi [R, 32, N] real."""
+    out = []
+    for q in range(N_QUBITS):
+        gv, pv = _qubit_view(g, q), _qubit_view(psi, q)
+        # (J psi)|bit=0 = -psi|bit=1, (J psi)|bit=1 = psi|bit=0
+        t = gv[..., 1, :, :] * pv[..., 0, :, :] - gv[..., 0, :, :] * pv[..., 1, :, :]
+        out.append(t.flatten(0, -2).sum(0))
+    return torch.stack(out)
+
+
+class _Trig:
+    """cos/sin of the half RY angles and of the phases of a stack of layers, N columns."""
+
+    def __init__(self, angles: Tensor) -> None:  # angles [L, 5, 3, N]
+        half = 0.5 * angles[:, :, 0]
+        self.c, self.s = torch.cos(half), torch.sin(half)                    # [L, 5, N]
+        flat = angles[:, :, 1:].reshape(angles.shape[0], 2 * N_QUBITS, angles.shape[-1])
+        theta = phase_table(angles.dtype, angles.device) @ flat             # [L, 32, N]
+        self.pc, self.ps = torch.cos(theta), torch.sin(theta)
+
+
+def _evolve(psi: Tensor | None, trig: _Trig) -> list[Tensor]:
+    """Apply the layers of `trig` to psi ([2, 32, N]; None = |0...0>); the state after each layer."""
+    states = []
+    for layer in range(trig.c.shape[0]):
+        c, s, pc, ps = trig.c[layer], trig.s[layer], trig.pc[layer], trig.ps[layer]
+        if psi is None:                      # first layer on |0...0>: closed-form product state
+            p = _product_state(c, s)
+            psi = torch.stack((p * pc, p * ps))
+        else:
+            rot = _rotate(psi, c, s)
+            psi = _phase(rot[0], rot[1], pc, ps)
+        states.append(psi)
+    return states
+
+
+def _evolve_backward(grad: Tensor, trig: _Trig, initial: Tensor | None, states: list[Tensor],
+                     grad_angles: Tensor) -> Tensor:
+    """Adjoint sweep through the layers of `trig` in reverse.
+
+    grad [2, 32, N] is dF/d(re, im) of the last state, `initial` the input state (None = |0...0>),
+    states[l] the state after layer l. Writes dF/d angles into grad_angles [L, 5, 3, N] and returns
+    dF/d(re, im) of the input state.
+    """
+    table = phase_table(grad.dtype, grad.device)
+    for layer in reversed(range(trig.c.shape[0])):
+        c, s, pc, ps = trig.c[layer], trig.s[layer], trig.pc[layer], trig.ps[layer]
+        psi = states[layer]
+        # phase: dF/dtheta = Re(conj(G) i psi) = G_im psi_re - G_re psi_im; G_chi = exp(-i theta) G
+        dtheta = grad[1] * psi[0] - grad[0] * psi[1]
+        grad_angles[layer, :, 1:] = (table.T @ dtheta).view(N_QUBITS, 2, -1)
+        grad = _phase(grad[0], grad[1], pc, -ps)
+        prev = initial if layer == 0 else states[layer - 1]
+        if prev is None:                     # product state p: dp/da_q = 1/2 J_q p, p real
+            p = _product_state(c, s).unsqueeze(0)
+            grad_angles[layer, :, 0] = 0.5 * _j_pairing(grad[:1], p)
+        else:                                # dK/da_q = 1/2 K J_q: pair K^T G with J_q (input)
+            grad = _rotate(grad, c, s, transpose=True)
+            grad_angles[layer, :, 0] = 0.5 * _j_pairing(grad, prev)
+    return grad
+
+
+class SwapTestFidelity(torch.autograd.Function):
+    """F[b] = |<psi_s(student[b], predictor[b]) | psi_t(teacher[b])>|^2, exact, with its gradient."""
+
+    @staticmethod
+    def forward(ctx, student: Tensor, teacher: Tensor, predictor: Tensor) -> Tensor:  # type: ignore[override]
+        batch = student.shape[0]
+        enc = torch.cat((student, teacher)).permute(1, 2, 3, 0).contiguous()  # [L_enc, 5, 3, 2B]
+        pred = predictor.permute(1, 2, 3, 0).contiguous()                     # [L_pred, 5, 3, B]
+        enc_trig, pred_trig = _Trig(enc), _Trig(pred)
+        enc_states = _evolve(None, enc_trig)
+        both = enc_states[-1]
+        pred_states = _evolve(both[..., :batch], pred_trig)
+        s = pred_states[-1] if pred_states else both[..., :batch]
+        t = both[..., batch:]
+        # A = <s|t> = sum conj(s) t
+        a_re = (s * t).sum((0, 1))
+        a_im = (s[0] * t[1] - s[1] * t[0]).sum(0)
+        ctx.trig = (enc_trig, pred_trig)
+        ctx.states = (enc_states, pred_states)
+        ctx.overlap = (a_re, a_im, s, t)
+        ctx.shapes = (enc.shape, pred.shape)
+        return a_re * a_re + a_im * a_im
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_fid: Tensor):  # type: ignore[override]
+        enc_shape, pred_shape = ctx.shapes
+        enc_trig, pred_trig = ctx.trig
+        enc_states, pred_states = ctx.states
+        a_re, a_im, s, t = ctx.overlap
+        batch = s.shape[-1]
+        with torch.autocast(grad_fid.device.type, enabled=False):
+            grad_fid = grad_fid.to(s.dtype)
+            # dF/ds = 2 conj(A) t, dF/dt = 2 A s (as re + i im), times the upstream gradient
+            u_re, u_im = 2 * grad_fid * a_re, 2 * grad_fid * a_im
+            g_s = torch.stack((u_re * t[0] + u_im * t[1], u_re * t[1] - u_im * t[0]))
+            g_t = torch.stack((u_re * s[0] - u_im * s[1], u_re * s[1] + u_im * s[0]))
+            grad_pred = s.new_empty(pred_shape)
+            if pred_shape[0]:
+                g_s = _evolve_backward(g_s, pred_trig, enc_states[-1][..., :batch], pred_states,
+                                       grad_pred)
+            grad_enc = s.new_empty(enc_shape)
+            _evolve_backward(torch.cat((g_s, g_t), dim=-1), enc_trig, None, enc_states, grad_enc)
+        grad_enc = grad_enc.permute(3, 0, 1, 2)
+        return grad_enc[:batch], grad_enc[batch:], grad_pred.permute(3, 0, 1, 2)
+
+
+def statevector_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor) -> Tensor:
+    """Exact SWAP-test fidelity per sample, [B]; inputs already checked (see `fidelity.py`)."""
+    with torch.autocast(student.device.type, enabled=False):
+        return SwapTestFidelity.apply(student, teacher, predictor)
+
+
+def register_state(angles: Tensor) -> Tensor:
+    """Complex state [B, 32] of one register after the layers `angles` [B, L, 5, 3] (L >= 1).
+
+    For tests and inspection; basis index = bits of qubits 0..4, qubit 0 most significant.
+    """
+    with torch.no_grad():
+        psi = _evolve(None, _Trig(angles.permute(1, 2, 3, 0).contiguous()))[-1]
+    return torch.complex(psi[0], psi[1]).T
