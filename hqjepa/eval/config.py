@@ -1,0 +1,126 @@
+"""Evaluation settings (configs/eval.yaml): seeds, epochs, learning rates per protocol.
+
+Sections: `run` (seeds, partition, sizes, band rule), `linear` (linear probing), `finetune`
+(fine-tuning), and optional `tasks: {<task>: {linear: {...}, finetune: {...}}}` overrides. Unknown
+keys, wrong types and out-of-range values raise `ConfigError` naming the dotted key, as the run
+config does (same checker, `hqjepa.config`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from hqjepa.config import ConfigError, _build_section, _f
+from hqjepa.eval.geobench import TASKS
+
+
+@dataclass
+class RunSection:
+    seeds: tuple[int, ...] = _f((0, 1, 2), lo=0, doc="one run per seed; mean +- std reported")
+    partition: str = _f("default", doc="GeoBench partition file <name>_partition.json")
+    max_missing_bands: int = _f(2, lo=0, doc="encoder bands a task may lack (filled with the band mean)")
+    random_init_seed: int = _f(0, lo=0, doc="torch seed of the random-init baseline encoder")
+    classification_size: Union[int, None] = _f(None, lo=1, doc="input px; null = the encoder's image_size")
+    segmentation_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
+    limit_per_split: Union[int, None] = _f(None, lo=1, doc="use at most this many samples per split")
+    num_workers: int = _f(0, lo=0, doc="DataLoader workers per evaluation")
+
+
+@dataclass
+class LinearSection:
+    """Frozen encoder, features extracted once; a linear head per lr, best (lr, epoch) on valid."""
+
+    epochs: int = _f(100, lo=1)
+    lrs: tuple[float, ...] = _f((1e-3, 3e-3, 1e-2), lo=0, lo_open=True)
+    weight_decay: float = _f(0.0, lo=0)
+    batch_size: int = _f(256, lo=1)
+    extract_batch_size: int = _f(32, lo=1)
+
+
+@dataclass
+class FinetuneSection:
+    """Encoder unfrozen at lr * encoder_lr_scale; head at lr; warm-up then cosine; best epoch on valid."""
+
+    epochs: int = _f(30, lo=1)
+    lr: float = _f(1e-3, lo=0, lo_open=True)
+    encoder_lr_scale: float = _f(0.1, lo=0, hi=1)
+    weight_decay: float = _f(0.05, lo=0)
+    batch_size: int = _f(32, lo=1)
+    warmup_epochs: float = _f(1.0, lo=0)
+    grad_clip: float = _f(1.0, lo=0, doc="0 disables")
+
+
+@dataclass
+class EvalConfig:
+    run: RunSection = field(default_factory=RunSection)
+    linear: LinearSection = field(default_factory=LinearSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> "EvalConfig":
+        """This config with the task's overrides applied (linear/finetune keys)."""
+        over = self.tasks.get(task) or {}
+        if not over:
+            return self
+        raw = self.to_dict()
+        for section, values in over.items():
+            raw[section].update(values)
+        raw["tasks"] = {}
+        return eval_config_from_dict(raw)
+
+    def to_dict(self) -> dict:
+        def plain(o: Any) -> Any:
+            if isinstance(o, dict):
+                return {k: plain(v) for k, v in o.items()}
+            if isinstance(o, (list, tuple)):
+                return [plain(v) for v in o]
+            return o
+        return plain(dataclasses.asdict(self))
+
+
+_SECTIONS = {"run": RunSection, "linear": LinearSection, "finetune": FinetuneSection}
+
+
+def eval_config_from_dict(raw: Any) -> EvalConfig:
+    raw = copy.deepcopy(raw or {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"eval config must be a mapping of sections ({', '.join(_SECTIONS)}, tasks)")
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"tasks"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section; an eval config has {', '.join(_SECTIONS)}, tasks")
+    # seeds and lrs are sets (order carries no meaning); sorted, since the shared checker reads a
+    # two-element list as a [low, high] range
+    for section, key in (("run", "seeds"), ("linear", "lrs")):
+        values = (raw.get(section) or {}).get(key)
+        if isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raw[section][key] = sorted(set(values))
+    sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
+    tasks = raw.get("tasks") or {}
+    if not isinstance(tasks, dict):
+        raise ConfigError("tasks: must map task names to {linear: {...}, finetune: {...}}")
+    for task, over in tasks.items():
+        if task not in TASKS:
+            raise ConfigError(f"tasks.{task}: unknown task; known: {', '.join(TASKS)}")
+        if not isinstance(over, dict) or set(over) - {"linear", "finetune"}:
+            raise ConfigError(f"tasks.{task}: overrides only the linear and finetune sections")
+        for section, values in over.items():  # check the values by building the merged section
+            merged = {**dataclasses.asdict(sections[section]), **(values or {})}
+            _build_section(f"tasks.{task}.{section}", _SECTIONS[section], merged)
+    return EvalConfig(**sections, tasks=tasks)
+
+
+def load_eval_config(path: str | Path) -> EvalConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"eval config {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"eval config {path} is not valid YAML: {e}") from None
+    return eval_config_from_dict(raw)

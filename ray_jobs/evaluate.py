@@ -1,0 +1,145 @@
+"""Evaluate an encoder on GeoBench: every (task, protocol, seed) is one Ray task.
+
+    python ray_jobs/evaluate.py --checkpoint runs/tiny/export.pt [--tasks all|m-eurosat,...]
+        [--protocol linear,finetune] [--seeds 3] [--baseline random-init] [--benchmark-dir DIR]
+        [--out DIR] [--eval-config configs/eval.yaml] [--config configs/tiny.yaml]
+        [--set linear.epochs=20 ...] [--gpu-fraction 0.25]
+
+The story of a run:
+1. read the eval settings (`configs/eval.yaml`, `--set` overrides) and find GeoBench
+   (`--benchmark-dir`, else $GEO_BENCH_DIR);
+2. per encoder (the checkpoint; `--baseline random-init` adds the same architecture, randomly
+   initialised) and task: linear probing extracts frozen features once (one Ray task) and trains one
+   head per seed (one Ray task each, fed the features through the object store); fine-tuning is one
+   Ray task per seed. Each task asks for 1 CPU and, when the cluster has GPUs, `--gpu-fraction` GPU;
+3. gather: a job that failed (missing bands, corrupt sample file, checkpoint that does not match the
+   model, ...) comes back as a record naming it and the cause; the others are unaffected;
+4. write OUT/results.json, OUT/table.md (the paper's Table 1 layout, mean +- std over seeds) and
+   OUT/results.png, and print the table.
+Exit status: 0 when every job finished, 3 when some failed (the report names them), 2 on bad usage.
+`--config` names the model config the checkpoint must match (refused with a clear error otherwise);
+it also gives the random-init baseline its architecture when the checkpoint cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import ray
+import yaml
+
+from hqjepa.config import ConfigError, parse_override
+from hqjepa.eval.config import load_eval_config, eval_config_from_dict
+from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
+from hqjepa.eval.report import write_report
+from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, run_extract, run_finetune, run_linear
+from hqjepa.eval.safe_pickle import GeoBenchFormatError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="encoder export (export.pt) or training checkpoint")
+    p.add_argument("--tasks", default="all", help="all, or a comma list of GeoBench task names")
+    p.add_argument("--protocol", default="linear,finetune", help="comma list of: linear, finetune")
+    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: run.seeds of the eval config)")
+    p.add_argument("--baseline", choices=("none", "random-init"), default="none")
+    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
+    p.add_argument("--out", default="runs/geobench", help="where results.json, table.md, results.png go")
+    p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
+    p.add_argument("--config", default=None, help="model config the checkpoint must match (and random-init uses)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override an eval-config value, e.g. linear.epochs=20 (repeatable)")
+    p.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per Ray task when GPUs exist")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> dict:
+    raw = load_eval_config(args.eval_config).to_dict()
+    for text in args.set:
+        key, value = parse_override(text)
+        section, _, name = key.partition(".")
+        if section not in ("run", "linear", "finetune") or not name:
+            raise ConfigError(f"--set {text}: expected run|linear|finetune.KEY=VALUE")
+        raw[section][name] = value
+    if args.seeds is not None:
+        raw["run"]["seeds"] = list(range(args.seeds))
+    return eval_config_from_dict(raw).to_dict()  # checked
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+        tasks = parse_tasks(args.tasks)
+        protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+        bad = [p for p in protocols if p not in PROTOCOLS]
+        if bad or not protocols:
+            raise ValueError(f"--protocol {args.protocol}: choose from {', '.join(PROTOCOLS)}")
+        bench = resolve_benchmark_dir(args.benchmark_dir)
+    except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return 2
+    encoders = ["checkpoint"] + (["random-init"] if args.baseline == "random-init" else [])
+    seeds = config["run"]["seeds"]
+    t0 = time.time()
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    opts = {"num_cpus": 1, "num_gpus": args.gpu_fraction if gpus else 0}
+    extract_remote = ray.remote(run_extract).options(**opts)
+    linear_remote = ray.remote(run_linear).options(**opts)
+    finetune_remote = ray.remote(run_finetune).options(**opts)
+
+    pending: dict[ray.ObjectRef, EvalJob] = {}
+    for encoder in encoders:
+        for task in tasks:
+            def job(protocol: str, seed: int) -> EvalJob:
+                return EvalJob(task, protocol, seed, encoder, args.checkpoint, str(bench), config, args.config)
+            if "linear" in protocols:
+                features = extract_remote.remote(job("linear", seeds[0]))  # shared by every seed
+                for seed in seeds:
+                    pending[linear_remote.remote(job("linear", seed), features)] = job("linear", seed)
+            if "finetune" in protocols:
+                for seed in seeds:
+                    pending[finetune_remote.remote(job("finetune", seed))] = job("finetune", seed)
+
+    records = []
+    refs = list(pending)
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        job = pending[done[0]]
+        try:
+            record = ray.get(done[0])
+        except ray.exceptions.RayError as e:  # a worker that died, not an error inside the job
+            record = error_record(job, e)
+        records.append(record)
+        print(json.dumps({k: record.get(k) for k in ("task", "protocol", "encoder", "seed", "status", "test",
+                                                     "error")}), flush=True)
+    if started_here:
+        ray.shutdown()
+
+    names = {"checkpoint": f"HQ-JEPA ({Path(args.checkpoint).name})", "random-init": "Random init (same arch.)"}
+    meta = {"checkpoint": args.checkpoint, "benchmark_dir": str(bench), "tasks": tasks, "protocols": protocols,
+            "encoders": encoders, "seeds": seeds, "eval_config": config, "model_config": args.config,
+            "gpus": bool(gpus), "seconds": round(time.time() - t0, 1)}
+    paths = write_report(args.out, records, meta, names)
+    print(Path(paths["table"]).read_text())
+    failed = sum(r.get("status") != "ok" for r in records)
+    print(json.dumps({"runs": len(records), "failed": failed, **paths}))
+    return 3 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
