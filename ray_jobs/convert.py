@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = plan.pending if args.max_new_shards is None else plan.pending[:args.max_new_shards]
     results = list(plan.done)
     if todo:
-        if os.environ.get("RAY_ADDRESS"):
+        if ray.is_initialized():
+            pass                                  # a caller (a test, a notebook) already set Ray up
+        elif os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False)

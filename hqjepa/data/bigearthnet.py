@@ -294,7 +294,8 @@ def read_band(path: Path, band: str) -> np.ndarray:
     except BadPatch:
         raise
     except (RasterioError, OSError, ValueError) as e:
-        raise BadPatch(f"unreadable or truncated GeoTIFF {band} ({str(e).strip()[:200]})", path) from None
+        detail = str(e.__cause__ or e).strip().splitlines()[0][:200]  # rasterio chains GDAL's message
+        raise BadPatch(f"unreadable or truncated GeoTIFF {band} ({detail})", path) from None
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
         raise BadPatch(f"non-finite pixels in {band} ({bad} NaN/inf)", path)

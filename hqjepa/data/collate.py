@@ -31,7 +31,10 @@ BATCH_KEYS = ("s2", "s1", "labels19")
 def _as_tensor(x: Any) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
-    return torch.from_numpy(np.ascontiguousarray(x))
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:  # Ray hands out read-only views of its object store; the step may write
+        x = x.copy()
+    return torch.from_numpy(x)
 
 
 def _stack(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -77,10 +77,11 @@ def _plus_seconds(t: str, seconds: int) -> str:
 
 def _write_tif(path: Path, arr: np.ndarray, epsg: int, ulx: float, uly: float, res: float) -> None:
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
+    transform = Affine(res, 0.0, ulx, 0.0, -res, uly)   # north-up, upper-left corner at (ulx, uly)
     with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-                       dtype=arr.dtype.name, crs=f"EPSG:{epsg}", transform=from_origin(ulx, uly, res, res)) as ds:
+                       dtype=arr.dtype.name, crs=f"EPSG:{epsg}", transform=transform) as ds:
         ds.write(arr, 1)
 
 

@@ -29,13 +29,21 @@ from hqjepa.bands import REFERENCE_SIZE_PX, S1_BANDS, S2_BANDS
 
 # --- resampling -----------------------------------------------------------------------------------
 
+def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    x = np.asarray(x)
+    if not x.flags.writeable:  # Arrow / Ray hand out read-only buffers; torch wants writable memory
+        x = x.copy()
+    return torch.from_numpy(x)
+
+
 def resample_array(x: np.ndarray | torch.Tensor, size_px: int) -> torch.Tensor:
     """Resample the last two axes of `x` ([..., h, w]) to size_px x size_px as float32.
 
     Upsampling: bilinear, align_corners=False, antialias=False. Downsampling: area averaging.
     """
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.to(torch.float32)
+    t = _tensor(x).to(torch.float32)
     h, w = t.shape[-2:]
     if (h, w) == (size_px, size_px):
         return t
@@ -59,8 +67,7 @@ def resample_to(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = R
     for name, arr in bands.items():
         by_shape.setdefault(tuple(np.shape(arr)), []).append(name)
     for shape, names in by_shape.items():
-        stacked = torch.stack([torch.as_tensor(np.asarray(bands[n])) if not isinstance(bands[n], torch.Tensor)
-                               else bands[n] for n in names], dim=-3)
+        stacked = torch.stack([_tensor(bands[n]) for n in names], dim=-3)
         res = resample_array(stacked, size_px).numpy()
         for i, n in enumerate(names):
             out[n] = res[..., i, :, :]
@@ -98,7 +105,7 @@ class BandStats:
 def normalise(x: np.ndarray | torch.Tensor, bands: Sequence[str], stats: BandStats) -> torch.Tensor:
     """(x - mean_b) / std_b over the band axis -3 of x ([..., C, H, W]); float32 tensor."""
     mean, std = stats.vectors(bands)
-    t = torch.as_tensor(x, dtype=torch.float32)
+    t = _tensor(x).to(torch.float32)
     if t.shape[-3] != len(bands):
         raise ValueError(f"array has {t.shape[-3]} bands on axis -3; expected {len(bands)} ({list(bands)})")
     return (t - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]
