@@ -130,3 +130,17 @@ def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     with pytest.raises(Exception) as info:
         _batches(training_dataset(bad, split=None))
     assert str(victim) in str(info.value)
+
+
+def test_ray_convert_driver_matches_the_in_process_conversion(ray_local, shards, tmp_path, capsys):
+    from ray_jobs.convert import main
+
+    archive = shards.parent / "archive"
+    assert main(["--archive", str(archive), "--out", str(tmp_path / "ray"), "--shard-size", "5"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"converted {N} pairs, quarantined 0")
+    ray_rows = {p["patch_id"]: p for p in iter_pairs(tmp_path / "ray")}
+    ref_rows = {p["patch_id"]: p for p in iter_pairs(shards)}
+    assert ray_rows.keys() == ref_rows.keys()
+    for pid, row in ray_rows.items():
+        assert all(np.array_equal(row["bands"][b], ref_rows[pid]["bands"][b]) for b in row["bands"])
+    assert load_manifest(tmp_path / "ray")["band_stats"] == load_manifest(shards)["band_stats"]
