@@ -1,0 +1,134 @@
+"""Learning signal: does pretraining beat a random encoder of the same architecture on GeoBench?
+
+    python bench/learning.py [--config configs/tiny.yaml] [--max-steps N] [--out runs/learning]
+                             [--samples 80] [--seeds 3] [--checkpoint export.pt] [--set linear.epochs=50]
+
+1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps
+   (`python -m hqjepa.pretrain_local`, which writes OUT/pretrain/export.pt); `--checkpoint` skips it;
+2. write the six tasks in GeoBench's format from the synthetic scene generator
+   (`hqjepa synth-geobench`, `--samples` per task, split 50/25/25);
+3. linear-probe every task with the pretrained encoder and with a random-init encoder of the same
+   architecture (configs/eval.yaml protocol: frozen features, linear head, lr and epoch chosen on
+   valid, test scored once), over `--seeds` seeds, in this process (no Ray).
+
+Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
+"random_std", "delta"} (test scores in percent, delta = pretrained - random), then a summary line
+with the pretraining budget (steps, seconds), how many tasks improved and the mean delta. The table
+and chart land in OUT/eval/ (table.md, results.json, results.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hqjepa.config import parse_override  # noqa: E402
+from hqjepa.eval.config import eval_config_from_dict, load_eval_config  # noqa: E402
+from hqjepa.eval.geobench import TASKS  # noqa: E402
+from hqjepa.eval.report import summarize, write_report  # noqa: E402
+from hqjepa.eval.runner import EvalJob, run_extract, run_linear  # noqa: E402
+from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="pretraining config")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="pretraining budget in optimiser steps (default: the config's epochs)")
+    p.add_argument("--checkpoint", default=None, help="use this encoder export instead of pretraining")
+    p.add_argument("--out", default=str(ROOT / "runs" / "learning"))
+    p.add_argument("--samples", type=int, default=80, help="synthetic GeoBench samples per task")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--tasks", default="all")
+    p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="eval-config override, e.g. linear.epochs=50 (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for pretraining and probing")
+    return p.parse_args(argv)
+
+
+def pretrain(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
+    if args.checkpoint:
+        return Path(args.checkpoint), {"pretrain_steps": None, "pretrain_seconds": None}
+    cmd = [sys.executable, "-m", "hqjepa.pretrain_local", "--config", args.config, "--out", str(out)]
+    if args.max_steps is not None:
+        cmd += ["--max-steps", str(args.max_steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    seconds = time.time() - t0
+    steps = None
+    metrics = out / "metrics.csv"
+    if metrics.exists():
+        steps = max(0, len(metrics.read_text().strip().splitlines()) - 1)
+    return out / "export.pt", {"pretrain_steps": steps, "pretrain_seconds": round(seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = load_eval_config(args.eval_config).to_dict()
+    for text in args.set:
+        key, value = parse_override(text)
+        section, _, name = key.partition(".")
+        raw[section][name] = value
+    raw["run"]["seeds"] = list(range(args.seeds))
+    config = eval_config_from_dict(raw).to_dict()
+    tasks = list(TASKS) if args.tasks == "all" else [t for t in TASKS if t in args.tasks.split(",")]
+
+    checkpoint, budget = pretrain(args, out / "pretrain")
+    t0 = time.time()
+    bench = out / "geobench"
+    write_benchmark(bench, args.samples, seed=0, tasks=tasks)
+    synth_seconds = time.time() - t0
+
+    t0 = time.time()
+    records = []
+    for encoder in ("checkpoint", "random-init"):
+        for task in tasks:
+            base = EvalJob(task, "linear", 0, encoder, str(checkpoint), str(bench), config, args.config)
+            features = run_extract(base)  # once per (encoder, task); every seed probes the same features
+            for seed in config["run"]["seeds"]:
+                job = EvalJob(task, "linear", seed, encoder, str(checkpoint), str(bench), config, args.config)
+                records.append(run_linear(job, features))
+    eval_seconds = time.time() - t0
+
+    summary = summarize(records)
+    deltas = []
+    for task in tasks:
+        pre = summary["checkpoint"]["linear"][task]
+        rnd = summary["random-init"]["linear"][task]
+        row = {"task": task, "metric": TASKS[task].metric, "pretrained": pre["mean"], "pretrained_std": pre["std"],
+               "random": rnd["mean"], "random_std": rnd["std"], "seeds": pre["n"]}
+        if pre["mean"] is not None and rnd["mean"] is not None:
+            row["delta"] = round(pre["mean"] - rnd["mean"], 3)
+            deltas.append(row["delta"])
+        else:
+            row["delta"] = None
+            row["errors"] = pre["errors"] + rnd["errors"]
+        print(json.dumps(row), flush=True)
+    paths = write_report(out / "eval", records, {"checkpoint": str(checkpoint), "benchmark_dir": str(bench),
+                                                  "eval_config": config, **budget},
+                         {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
+    print(json.dumps({"summary": True, "config": args.config, **budget, "samples_per_task": args.samples,
+                      "seeds": args.seeds, "tasks": len(tasks), "tasks_improved": sum(d > 0 for d in deltas),
+                      "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
+                      "synth_seconds": round(synth_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+                      "table": paths["table"]}), flush=True)
+    return 0 if len(deltas) == len(tasks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
