@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -235,7 +236,7 @@ class GeoBenchTask:
                     raise self._error(f"sample file {path.name} has no label")
         except GeoBenchFormatError:
             raise
-        except (OSError, KeyError, ValueError, EOFError) as e:
+        except (OSError, KeyError, ValueError, EOFError, AttributeError, TypeError, pickle.UnpicklingError) as e:
             raise self._error(f"sample file {path.name} is corrupt or not HDF5 ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]})") from None
         return Sample(sample_name, out, self._check_label(path.name, label))
