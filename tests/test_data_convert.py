@@ -211,6 +211,23 @@ def test_an_s2_patch_without_s1_partner_is_quarantined(archives, tmp_path):
     assert (rec["patch_id"], rec["reason"]) == (victim.patch_id, "S1 partner patch absent")
 
 
+def test_bad_metadata_is_quarantined_too(archives, tmp_path):
+    root = tmp_path / "v1"
+    shutil.copytree(archives / "v1", root)
+    a, b = scan_archive(root).pairs[:2]
+    meta_path = Path(a.s2_dir) / f"{a.patch_id}_labels_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "labels": meta["labels"] + ["Peat bogs"]}))   # misspelt class
+    (Path(b.s1_dir) / f"{b.s1_patch_id}_labels_metadata.json").write_text("{ truncated")
+    summary = convert_archive(root, tmp_path / "out", progress=False)
+    # b's S1 folder cannot name its partner, so b's S2 patch is left without one as well
+    assert (summary.converted, summary.quarantined) == (N - 2, 3)
+    reasons = sorted(json.loads(x)["reason"] for x in (tmp_path / "out" / QUARANTINE).read_text().splitlines())
+    assert reasons[0] == "S1 partner patch absent"
+    assert reasons[1].startswith("unknown 43-class label") and "Peat bogs" in reasons[1]
+    assert reasons[2].startswith("unreadable labels_metadata.json")
+
+
 # --- resume ---------------------------------------------------------------------------------------
 
 class Interrupted(Exception):

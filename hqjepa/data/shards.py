@@ -248,17 +248,21 @@ def iter_pairs(shard_dir: str | Path) -> Iterator[dict]:
     stored, native resolution), labels19 (class names), labels43 (class names, or None where the
     archive only has 19-class labels), split (or None). A damaged shard raises ShardError with its path.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for path in shard_files(shard_dir):
         try:
-            pf = pq.ParquetFile(path, page_checksum_verification=True)
-            batches = list(pf.iter_batches(batch_size=64))
+            batches = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=64)
         except Exception as e:  # noqa: BLE001
             raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
-        for batch in batches:
-            import pyarrow as pa
-
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - damaged pages surface as several arrow error types
+                raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
             t = pa.Table.from_batches([batch])
             bands = {b: _column_arrays(t, b) for b in BANDS}
             ids = {c: t.column(c).to_pylist() for c in ("patch_id", "s1_patch_id", "split")}
