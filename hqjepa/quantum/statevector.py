@@ -66,11 +66,14 @@ def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tenso
     return psi
 
 
-def _phase(re: Tensor, im: Tensor, pc: Tensor, ps: Tensor) -> Tensor:
-    """exp(i theta) (re + i im) as [2, 32, N]; pc, ps = cos, sin of theta."""
-    out = torch.empty((2,) + re.shape, dtype=re.dtype, device=re.device)
-    torch.mul(re, pc, out=out[0]).addcmul_(im, ps, value=-1.0)
-    torch.mul(re, ps, out=out[1]).addcmul_(im, pc)
+def _phase(re: Tensor, im: Tensor, pc: Tensor, ps: Tensor, conj: bool = False,
+           out: Tensor | None = None) -> Tensor:
+    """exp(+-i theta) (re + i im) as [2, 32, N] (minus if conj); pc, ps = cos, sin of theta."""
+    if out is None:
+        out = torch.empty((2,) + re.shape, dtype=re.dtype, device=re.device)
+    sign = -1.0 if conj else 1.0
+    torch.mul(re, pc, out=out[0]).addcmul_(im, ps, value=-sign)
+    torch.mul(im, pc, out=out[1]).addcmul_(re, ps, value=sign)
     return out
 
 
@@ -134,7 +137,7 @@ def _evolve_backward(grad: Tensor, trig: _Trig, initial: Tensor | None, states: 
         # phase: dF/dtheta = Re(conj(G) i psi) = G_im psi_re - G_re psi_im; G_chi = exp(-i theta) G
         dtheta = grad[1] * psi[0] - grad[0] * psi[1]
         grad_angles[layer, :, 1:] = (table.T @ dtheta).view(N_QUBITS, 2, -1)
-        grad = _phase(grad[0], grad[1], pc, -ps)
+        grad = _phase(grad[0], grad[1], pc, ps, conj=True)
         prev = initial if layer == 0 else states[layer - 1]
         if prev is None:                     # product state p: dp/da_q = 1/2 J_q p, p real
             p = _product_state(c, s).unsqueeze(0)
@@ -179,15 +182,18 @@ class SwapTestFidelity(torch.autograd.Function):
         with torch.autocast(grad_fid.device.type, enabled=False):
             grad_fid = grad_fid.to(s.dtype)
             # dF/ds = 2 conj(A) t, dF/dt = 2 A s (as re + i im), times the upstream gradient
+            # with U = 2 g A: dF/ds = conj(U) t, dF/dt = U s, one complex multiply each
             u_re, u_im = 2 * grad_fid * a_re, 2 * grad_fid * a_im
-            g_s = torch.stack((u_re * t[0] + u_im * t[1], u_re * t[1] - u_im * t[0]))
-            g_t = torch.stack((u_re * s[0] - u_im * s[1], u_re * s[1] + u_im * s[0]))
+            grad = s.new_empty((2, DIM, 2 * batch))           # [student | teacher] columns
+            g_s, g_t = grad[..., :batch], grad[..., batch:]
+            _phase(t[0], t[1], u_re, u_im, conj=True, out=g_s)
+            _phase(s[0], s[1], u_re, u_im, out=g_t)
             grad_pred = s.new_empty(pred_shape)
             if pred_shape[0]:
-                g_s = _evolve_backward(g_s, pred_trig, enc_states[-1][..., :batch], pred_states,
-                                       grad_pred)
+                g_s.copy_(_evolve_backward(g_s, pred_trig, enc_states[-1][..., :batch], pred_states,
+                                           grad_pred))
             grad_enc = s.new_empty(enc_shape)
-            _evolve_backward(torch.cat((g_s, g_t), dim=-1), enc_trig, None, enc_states, grad_enc)
+            _evolve_backward(grad, enc_trig, None, enc_states, grad_enc)
         grad_enc = grad_enc.permute(3, 0, 1, 2)
         return grad_enc[:batch], grad_enc[batch:], grad_pred.permute(3, 0, 1, 2)
 
