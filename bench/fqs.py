@@ -35,10 +35,10 @@ def _angles(batch: int, l_enc: int, l_pred: int, dtype: torch.dtype, device: str
     return out
 
 
-def _step(backend: str, angles) -> None:
+def _step(backend: str, angles, pl_device: str) -> None:
     for a in angles:
         a.grad = None
-    swap_test_fidelity(*angles, backend=backend).sum().backward()
+    swap_test_fidelity(*angles, backend=backend, device=pl_device).sum().backward()
 
 
 def _sync(device: str) -> None:
@@ -47,15 +47,17 @@ def _sync(device: str) -> None:
 
 
 def time_backend(backend: str, batch: int, dtype: torch.dtype, device: str, l_enc: int,
-                 l_pred: int, repeats: int, warmup: int) -> dict:
+                 l_pred: int, repeats: int, warmup: int, pl_device: str = "default.qubit") -> dict:
     angles = _angles(batch, l_enc, l_pred, dtype, device)
+    # the PennyLane paths warm up (QNode construction, first-call caches) on a few samples only
+    warm = angles if backend == "statevector" else _angles(2, l_enc, l_pred, dtype, device)
     for _ in range(warmup):
-        _step(backend, angles)
+        _step(backend, warm, pl_device)
     _sync(device)
     times, cpu_times = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        _step(backend, angles)
+        _step(backend, angles, pl_device)
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
@@ -77,7 +79,10 @@ def main() -> None:
     parser.add_argument("--adjoint-samples", type=int, default=16)
     parser.add_argument("--broadcast-batch", type=int, default=None,
                         help="samples in the timed broadcast execution (default: --batch)")
-    parser.add_argument("--device", default="default.qubit", help="PennyLane device name")
+    parser.add_argument("--device", default="default.qubit",
+                        help="PennyLane device for the broadcast path and the first adjoint row")
+    parser.add_argument("--adjoint-devices", default="default.qubit,lightning.qubit",
+                        help="PennyLane devices timed per sample with adjoint (missing ones skipped)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--cuda", action="store_true", help="also time the statevector on CUDA")
     parser.add_argument("--skip-pennylane", action="store_true")
@@ -110,21 +115,33 @@ def main() -> None:
 
     if not args.skip_pennylane:
         import pennylane as qml
-        extra = {"pennylane": qml.__version__, "pennylane_device": args.device}
-        row = time_backend("pennylane", args.adjoint_samples, torch.float32, "cpu", *layers,
-                           repeats=1, warmup=1)
-        row.update(extra, diff_method="adjoint", note="per-sample loop; a batch of any size runs "
-                   "at this rate")
-        rows["pennylane_adjoint"] = row
-        print(json.dumps(row), flush=True)
+        refs = []
+        adjoint_devices = [args.device] + [d for d in args.adjoint_devices.split(",")
+                                           if d and d != args.device]
+        for pl_device in adjoint_devices:
+            try:
+                qml.device(pl_device, wires=11)
+            except Exception as err:  # a plugin that is not installed: say so and go on
+                print(json.dumps({"bench": "fqs", "pennylane_device": pl_device,
+                                  "skipped": f"{type(err).__name__}: {err}"}), flush=True)
+                continue
+            row = time_backend("pennylane", args.adjoint_samples, torch.float32, "cpu", *layers,
+                               repeats=1, warmup=1, pl_device=pl_device)
+            row.update(pennylane=qml.__version__, pennylane_device=pl_device,
+                       diff_method="adjoint", note="per-sample loop; any batch runs at this rate")
+            rows[f"pennylane_adjoint_{pl_device}"] = row
+            refs.append(f"pennylane_adjoint_{pl_device}")
+            print(json.dumps(row), flush=True)
         bc = args.broadcast_batch or args.batch
         row = time_backend("pennylane_broadcast", bc, torch.float32, "cpu", *layers,
-                           repeats=1, warmup=1)
-        row.update(extra, diff_method="backprop", note=f"one broadcast execution of {bc} samples")
+                           repeats=1, warmup=1, pl_device=args.device)
+        row.update(pennylane=qml.__version__, pennylane_device=args.device, diff_method="backprop",
+                   note=f"one broadcast execution of {bc} samples")
         rows["pennylane_broadcast"] = row
+        refs.append("pennylane_broadcast")
         print(json.dumps(row), flush=True)
         for sv in [k for k in rows if k.startswith("statevector")]:
-            for ref in ("pennylane_adjoint", "pennylane_broadcast"):
+            for ref in refs:
                 ratio = rows[sv]["samples_per_s"] / rows[ref]["samples_per_s"]
                 best = rows[sv]["samples_per_s_best"] / rows[ref]["samples_per_s_best"]
                 print(json.dumps({"bench": "fqs", "ratio": f"{sv}/{ref}", "value": round(ratio, 1),
