@@ -20,9 +20,16 @@ hence dK/da_q = 1/2 K J_q: the backward needs no derivative of K, only J_q appli
 Layout: states are real tensors [2 (re, im), 32, N] with the sample axis last, so every elementwise
 op runs over contiguous runs of N; qubit q is bit 4 - q of the basis index (PennyLane's wire order).
 The forward runs without an autograd graph and keeps only the per-layer states; the backward is the
-adjoint sweep written out (roughly 3x faster than letting autograd record the ~100 small ops).
-The student and teacher registers share the L_enc encoding layers' shapes, so both run as one
-batch of 2B columns until the student's predictor layers.
+adjoint sweep written out (measured 1.4x faster in float32 and 3x in float64 than letting autograd
+record the same ~80 small ops). The student and teacher registers share the L_enc encoding layers'
+shapes, so both run as one batch of 2B columns until the student's predictor layers.
+
+Why not a library: PennyLane is the reference (`reference.py`), but its broadcast + backprop path
+runs ~100 samples/s on a 2-core CPU; general batched simulators (e.g. torchquantum, not a
+dependency here) apply gate matrices one by one to complex tensors under autograd, the kind of
+plain port issue 3 measured at ~20,000 samples/s. The speed here comes from this circuit's
+structure (diagonal phase layers, product first layer, real rotations, adjoint backward), which a
+general simulator does not exploit.
 """
 
 from __future__ import annotations
