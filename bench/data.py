@@ -89,8 +89,8 @@ def bench_read(shards: Path, batch: int, mask_cfg, grid: int, stream_rows: int) 
     import pyarrow as pa
     import ray
 
-    from ray_jobs._data import MaskCollateFn
-    from hqjepa.data.stream import PATH_COLUMN, training_pipeline
+    from hqjepa.data.stream import training_pipeline
+    from ray_jobs._data import MaskCollateFn, read_shards
 
     manifest = load_manifest(shards)
     files = shard_files(shards)
@@ -128,8 +128,7 @@ def bench_read(shards: Path, batch: int, mask_cfg, grid: int, stream_rows: int) 
     torch.set_num_threads(os.cpu_count() or 1)
 
     # exactly ray_jobs/_data.training_dataset, on the repeated file list
-    ds = ray.data.read_parquet(files, include_paths=True, shuffle="files")
-    ds = training_pipeline(ds.select_columns([PATH_COLUMN, *STREAM_COLUMNS]), manifest, split=None)
+    ds = training_pipeline(read_shards(files), manifest, split=None)
 
     def ray_epoch() -> tuple[int, int, float, float]:
         rows = batches = 0

@@ -82,14 +82,14 @@ def test_stream_keeps_one_split_normalised_by_its_statistics(ray_local, shards):
 def _worker_loop(config):
     import ray.train
 
-    from ray_jobs._data import MaskCollateFn
+    from ray_jobs._data import MaskCollateFn, torch_batches
 
     shard = ray.train.get_dataset_shard("train")
     collate = MaskCollateFn(MaskConfig(), grid=12, seed=ray.train.get_context().get_world_rank())
     seen = []
     for epoch in range(2):
         rows = 0
-        for batch in shard.iter_torch_batches(batch_size=4, collate_fn=collate):
+        for batch in torch_batches(shard, 4, collate, config["shards"]):
             assert batch["s2"].shape[1:] == (12, 120, 120) and torch.isfinite(batch["s2"]).all()
             rows += batch["s2"].shape[0]
         seen.append(rows)
@@ -103,7 +103,7 @@ def test_stream_feeds_a_ray_train_worker(ray_local, shards, tmp_path):
     from ray_jobs._data import training_dataset
 
     out = tmp_path / "seen.json"
-    trainer = TorchTrainer(_worker_loop, train_loop_config={"out": str(out)},
+    trainer = TorchTrainer(_worker_loop, train_loop_config={"out": str(out), "shards": str(shards)},
                            datasets={"train": training_dataset(shards, split=None)},
                            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
                            run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="stream"))
@@ -115,7 +115,7 @@ def test_stream_feeds_a_ray_train_worker(ray_local, shards, tmp_path):
 def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     import shutil
 
-    from ray_jobs._data import training_dataset
+    from ray_jobs._data import MaskCollateFn, torch_batches, training_dataset
 
     bad = tmp_path / "shards"
     shutil.copytree(shards, bad)
@@ -127,9 +127,10 @@ def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     damaged = bytearray(data)                                 # footer fine, data pages damaged
     damaged[len(data) // 3: len(data) // 3 + 20000] = os.urandom(20000)
     victim.write_bytes(bytes(damaged))
-    with pytest.raises(Exception) as info:
-        _batches(training_dataset(bad, split=None))
-    assert str(victim) in str(info.value)
+    ds = training_dataset(bad, split=None)                    # footers pass
+    with pytest.raises(ShardError, match=str(victim)) as info:
+        list(torch_batches(ds.iterator(), 4, MaskCollateFn(MaskConfig(), grid=12), bad))
+    assert str(bad / "part-00000.parquet") not in str(info.value)
 
 
 def test_ray_convert_driver_matches_the_in_process_conversion(ray_local, shards, tmp_path, capsys):

@@ -190,6 +190,29 @@ def read_shard_meta(path: str | Path) -> dict:
     return meta
 
 
+def verify_shard(path: str | Path) -> None:
+    """Read every page of a shard, checking page CRCs; ShardError naming the path on any damage."""
+    import pyarrow.parquet as pq
+
+    read_shard_meta(path)
+    try:
+        for _ in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=256):
+            pass
+    except Exception as e:  # noqa: BLE001
+        raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
+
+
+def find_corrupt_shards(paths: Sequence[str | Path]) -> list[ShardError]:
+    """The ShardErrors of every damaged shard among `paths` (a full read of each; for diagnosis)."""
+    errors = []
+    for path in paths:
+        try:
+            verify_shard(path)
+        except ShardError as e:
+            errors.append(e)
+    return errors
+
+
 def load_manifest(shard_dir: str | Path) -> dict:
     path = Path(shard_dir) / MANIFEST
     try:
