@@ -298,3 +298,16 @@ def test_a_corrupt_shard_fails_with_its_path(archives, tmp_path):
     shard_files(out)                                                     # the footer is fine ...
     with pytest.raises(ShardError, match=str(victim)):                   # ... the page checksum is not
         list(iter_pairs(out))
+
+
+def test_synth_bigearthnet_command(tmp_path, capsys):
+    from hqjepa.cli import main
+
+    assert main(["synth-bigearthnet", str(tmp_path / "a"), "--pairs", "3", "--layout", "v2", "--seed", "4"]) == 0
+    assert "wrote 3 v2 pairs" in capsys.readouterr().out
+    scan = scan_archive(tmp_path / "a")
+    assert scan.layout == "v2" and len(scan.pairs) == 3 and not scan.problems
+    assert (tmp_path / "a" / "Reference_Maps").is_dir()
+    # an existing, non-empty output directory is refused rather than mixed into
+    assert main(["synth-bigearthnet", str(tmp_path / "a"), "--pairs", "3", "--layout", "v1"]) == 2
+    assert "not empty" in capsys.readouterr().err
