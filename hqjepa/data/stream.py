@@ -35,11 +35,11 @@ PATH_COLUMN = "path"   # added by read_parquet(include_paths=True)
 
 
 def _band_block(table, band: str) -> np.ndarray:
+    """A fixed_size_list band column -> [rows, h, w] (zero-copy for a single chunk)."""
     n = native_size_px(band)
     col = table.column(band)
-    flat = col.combine_chunks().flatten().to_numpy(zero_copy_only=False) if col.num_chunks != 1 \
-        else col.chunk(0).flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(table.num_rows, n, n)
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, n, n)
 
 
 def _shard_of(table) -> str:
