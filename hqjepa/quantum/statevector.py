@@ -62,14 +62,14 @@ def _qubit_view(psi: Tensor, q: int) -> Tensor:
 
 def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tensor:
     """K psi (or K^T psi) for K = (x)_q [[c_q, -s_q], [s_q, c_q]]; psi [R, 32, N], c, s [5, N]."""
-    sign = -1.0 if transpose else 1.0
-    for q in range(N_QUBITS):
-        v = _qubit_view(psi, q)
-        x0, x1 = v[..., 0, :, :], v[..., 1, :, :]
-        out = torch.empty_like(v)
-        torch.mul(x0, c[q], out=out[..., 0, :, :]).addcmul_(x1, s[q], value=-sign)
-        torch.mul(x0, s[q], out=out[..., 1, :, :]).mul_(sign).addcmul_(x1, c[q])
-        psi = out.view(psi.shape)
+    sign = 1.0 if transpose else -1.0          # sign of the s x1 term in the bit-0 output
+    for c_q, s_q, q in zip(c.unbind(), s.unbind(), range(N_QUBITS)):
+        x0, x1 = _qubit_view(psi, q).unbind(-3)
+        out = psi.new_empty(psi.shape)
+        o0, o1 = _qubit_view(out, q).unbind(-3)
+        torch.mul(x0, c_q, out=o0).addcmul_(x1, s_q, value=sign)
+        torch.mul(x1, c_q, out=o1).addcmul_(x0, s_q, value=-sign)
+        psi = out
     return psi
 
 
@@ -96,9 +96,10 @@ def _j_pairing(g: Tensor, psi: Tensor) -> Tensor:
     """<g, J_q psi> (real part) for q = 0..4 -> [5, N]; g, psi [R, 32, N] real."""
     out = []
     for q in range(N_QUBITS):
-        gv, pv = _qubit_view(g, q), _qubit_view(psi, q)
+        g0, g1 = _qubit_view(g, q).unbind(-3)
+        p0, p1 = _qubit_view(psi, q).unbind(-3)
         # (J psi)|bit=0 = -psi|bit=1, (J psi)|bit=1 = psi|bit=0
-        t = gv[..., 1, :, :] * pv[..., 0, :, :] - gv[..., 0, :, :] * pv[..., 1, :, :]
+        t = torch.mul(g1, p0).sub_(g0 * p1)
         out.append(t.flatten(0, -2).sum(0))
     return torch.stack(out)
 
