@@ -16,23 +16,25 @@ unlike it, float64 stays float64 (so the two paths can be compared to 1e-6).
 
 Why a hand-written scan instead of a library: mamba-ssm's kernels need CUDA, and `mambapy`'s
 pscan (Blelloch, in-place, power-of-two padding) keeps several [batch, d_inner, L, d_state]
-tensors alive for autograd. `selective_scan` is a blocked scan with its own backward that keeps
-only its inputs and one state per chunk (like the CUDA kernel, which also recomputes states in
-its backward):
+tensors alive for autograd. `selective_scan` is a blocked (three-phase) scan with its own
+backward that keeps only its inputs and one state per chunk (as the CUDA kernel does, it
+recomputes the states in its backward):
 
-  1. L is cut into chunks of T tokens. Within a chunk, with c_t = cumsum(delta) from the chunk
-     start, the decay from token s to token t is exp((c_t - c_s) * A), which is <= 1 because
-     delta >= 0 and A < 0: the exponent is never a large positive number, so nothing overflows
-     (decays that underflow to 0 are the true value to float precision).
-  2. The state a chunk leaves behind, sum_s exp((c_T - c_s) A) delta_s u_s B_s, is one
-     vectorised reduction; a short loop over the chunks carries the states across chunks.
-  3. One loop over the T positions of a chunk, vectorised over all chunks at once, runs the
-     recurrence from each chunk's carried-in state and contracts with C.
+  1. L is cut into chunks of T tokens (T ~ sqrt(L)); the decays a_t = exp(delta_t A) of a batch
+     block are computed in one pass.
+  2. One loop over the T positions, vectorised over all chunks at once, scans every chunk from
+     a zero state, giving each chunk's end state and total decay prod_t a_t; a loop over the
+     L/T chunks chains them into the state entering each chunk.
+  3. A second loop over the T positions runs the recurrence from those carried-in states and
+     contracts with C.
 
-So the Python loops are T + L/T steps long (about 2 sqrt(L)), each step working on L/T tokens
-(or one token per chunk) at once. The backward runs the same three steps in reverse for the
-adjoint state g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}. Work is split into batch blocks so
-that the transient [block, d_inner, L, d_state] buffer stays small (cache and peak memory).
+Every step multiplies by decays a_t <= 1 (delta >= 0, A < 0) and never exponentiates a sum or
+a difference of log-decays, so float32 cannot overflow: decays that underflow to 0 are the true
+value to float precision. The Python loops are 2T + L/T steps long (about 3 sqrt(L): 36 for
+L = 144), each step working on one token of every chunk (L/T tokens) at once. The backward runs
+the same phases in reverse for the adjoint state g_t = C_t dy_t + a_{t+1} g_{t+1}. Work is split
+into batch blocks so the two [block, d_inner, L, d_state] buffers stay cache-sized and peak
+memory stays small.
 """
 
 from __future__ import annotations
@@ -43,31 +45,36 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["selective_scan", "selective_scan_sequential"]
 
-# Default budget (elements) of the one [block, d_inner, L, d_state] buffer the backward keeps:
-# 2**22 float32 = 16 MiB, about half of this machine class's L3.
-DEFAULT_BLOCK_ELEMS = 2**22
+# Default size (elements) of each of the two [block, d_inner, L, d_state] buffers: on a CPU,
+# 2**21 float32 = 8 MiB, so both fit in a server L3 (measured fastest of 2**19..2**23 here); on a
+# GPU, large blocks, because there each op costs a kernel launch.
+BLOCK_ELEMS_CPU = 2**21
+BLOCK_ELEMS_GPU = 2**27
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    D: Optional[Tensor] = None, z: Optional[Tensor] = None,
                    delta_bias: Optional[Tensor] = None, delta_softplus: bool = False, *,
                    chunk_size: Optional[int] = None,
-                   block_elems: int = DEFAULT_BLOCK_ELEMS) -> Tensor:
+                   block_elems: Optional[int] = None) -> Tensor:
     """Selective scan, vectorised (chunked) with a memory-light custom backward.
 
     Same semantics as `selective_scan_ref` (see the module docstring); returns [batch, d_inner, L].
     `chunk_size` (tokens per chunk, default about sqrt(L)) and `block_elems` (size of the
-    per-batch-block buffer) only trade speed for memory; results do not depend on them beyond
-    rounding.
+    per-batch-block buffers, default by device) only trade speed for memory; results do not
+    depend on them beyond rounding.
     """
     u_, delta_, A_, B_, C_, dtype_in = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     L = u_.shape[-1]
     T = chunk_size if chunk_size is not None else max(1, math.ceil(math.sqrt(L)))
     if T < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if block_elems is None:
+        block_elems = BLOCK_ELEMS_GPU if u_.is_cuda else BLOCK_ELEMS_CPU
     y = _ChunkedScan.apply(u_, delta_, A_, B_, C_, T, block_elems)
     return _finish(y, u_, D, z, dtype_in)
 
@@ -163,15 +170,17 @@ class _ChunkedScan(torch.autograd.Function):
         A5 = A.reshape(1, lay.G, lay.H, 1, lay.N)                 # broadcasts over [b,g,i,k,n]
         y = ut.new_empty(ut.shape)
         h0 = ut.new_empty(lay.b, lay.G, lay.H, lay.nc, lay.N)    # state entering each chunk
+        a_buf = lay.block_buffer(ut)
         for s in lay.blocks():
-            du = dt[s] * ut[s]
-            h0[s] = _carry_in(dt[s], du, Bt[s], A5)
-            _scan_positions(h0[s].clone(), dt[s], du, Bt[s], A5, C=Ct[s], y=y[s])
+            du, a = dt[s] * ut[s], _decays(dt[s], A5, out=a_buf[:s.stop - s.start])
+            h0[s] = _carry_in(a, du, Bt[s])
+            _scan_positions(h0[s].clone(), a, du, Bt[s], C=Ct[s], y=y[s])
         ctx.save_for_backward(u, delta, A, B, C, h0)
         ctx.T, ctx.block_elems = T, block_elems
         return lay.untok(y)
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, gy):
         u, delta, A, B, C, h0 = ctx.saved_tensors
         lay = _Layout(u, B, A, ctx.T, ctx.block_elems)
@@ -180,9 +189,11 @@ class _ChunkedScan(torch.autograd.Function):
         gu, gdt = torch.empty_like(ut), torch.empty_like(dt)
         gB, gC = torch.empty_like(Bt), torch.empty_like(Ct)
         gA = torch.zeros_like(A5[0, :, :, 0])                     # [G, H, N]
+        a_buf, states_buf = lay.block_buffer(ut), lay.block_buffer(ut)
         for s in lay.blocks():
+            n = s.stop - s.start
             _backward_block(dt[s], ut[s], Bt[s], Ct[s], gyt[s], h0[s], A5,
-                            gu[s], gdt[s], gB[s], gC[s], gA)
+                            gu[s], gdt[s], gB[s], gC[s], gA, a_buf[:n], states_buf[:n])
         gB_, gC_ = lay.unbc(gB), lay.unbc(gC)
         return (lay.untok(gu), lay.untok(gdt), gA.reshape(A.shape), gB_, gC_, None, None)
 
@@ -199,6 +210,10 @@ class _Layout:
         self.Lp = self.nc * self.T
         per_sample = self.d * self.Lp * self.N
         self.bb = max(1, min(self.b, block_elems // max(per_sample, 1)))
+
+    def block_buffer(self, like: Tensor) -> Tensor:
+        """[bb, G, H, T, nc, N], allocated once per call and reused by every batch block."""
+        return like.new_empty(self.bb, self.G, self.H, self.T, self.nc, self.N)
 
     def blocks(self):
         for i in range(0, self.b, self.bb):
@@ -219,78 +234,84 @@ class _Layout:
         return x.permute(0, 1, 4, 3, 2).reshape(self.b, self.G, self.N, self.Lp)[..., :self.L]
 
 
-def _carry_in(dt: Tensor, du: Tensor, Bt: Tensor, A5: Tensor) -> Tensor:
+def _decays(dt: Tensor, A5: Tensor, out: Tensor) -> Tensor:
+    """a_t = exp(delta_t A) for a block, [b, G, H, T, nc, N]: the block's one exp pass (exp is
+    the costliest op here; everything else is multiply-adds on cache-sized slices)."""
+    return torch.mul(dt.unsqueeze(-1), A5.unsqueeze(3), out=out).exp_()
+
+
+def _carry_in(a: Tensor, du: Tensor, Bt: Tensor) -> Tensor:
     """State entering each chunk, [b, G, H, nc, N] (zero for the first chunk).
 
-    The state a chunk leaves is sum_j exp((c_T - c_j) A) du_j B_j with c the within-chunk
-    cumsum of delta (exponent <= 0); chunk k's total decay is exp(c_T A). A loop over the
-    chunks (L/T steps) chains them.
+    Each chunk's own end state (scanned from zero) and total decay prod_j a_j come from one
+    loop over the T positions of all chunks at once; a loop over the chunks (L/T steps)
+    chains them: h0_{k+1} = decay_k h0_k + h_end_k.
     """
-    c = dt.cumsum(3)                                               # [b,G,H,T,nc]
-    tail = (c[:, :, :, -1:] - c).unsqueeze(-1)                     # decay exponent / A, >= 0
-    w = torch.exp(tail * A5.unsqueeze(3))                          # [b,G,H,T,nc,N]
-    w.mul_(du.unsqueeze(-1)).mul_(Bt.unsqueeze(2))
-    h_end = w.sum(3)                                               # [b,G,H,nc,N]
-    decay = torch.exp(c[:, :, :, -1].unsqueeze(-1) * A5)           # [b,G,H,nc,N]
+    h_end = torch.zeros_like(a[:, :, :, 0])
+    decay = torch.ones_like(h_end)
+    for j in range(a.shape[3]):
+        h_end.mul_(a[:, :, :, j]).addcmul_(du[:, :, :, j].unsqueeze(-1), Bt[:, :, j].unsqueeze(2))
+        decay.mul_(a[:, :, :, j])
     h0 = torch.zeros_like(h_end)
     for k in range(1, h_end.shape[3]):
-        h0[:, :, :, k] = decay[:, :, :, k - 1] * h0[:, :, :, k - 1] + h_end[:, :, :, k - 1]
+        torch.addcmul(h_end[:, :, :, k - 1], decay[:, :, :, k - 1], h0[:, :, :, k - 1],
+                      out=h0[:, :, :, k])
     return h0
 
 
-def _scan_positions(h: Tensor, dt: Tensor, du: Tensor, Bt: Tensor, A5: Tensor, *,
+def _scan_positions(h: Tensor, a: Tensor, du: Tensor, Bt: Tensor, *,
                     C: Optional[Tensor] = None, y: Optional[Tensor] = None,
                     states: Optional[Tensor] = None) -> None:
-    """Run h_t = exp(delta_t A) h_{t-1} + du_t B_t over the T positions of every chunk at once,
-    starting from h (the carried-in states, updated in place). Writes y_t = <h_t, C_t> into y
-    and/or h_t into states [b,G,H,T,nc,N]."""
-    for j in range(dt.shape[3]):
-        h.mul_(torch.exp(dt[:, :, :, j].unsqueeze(-1) * A5))
+    """Run h_t = a_t h_{t-1} + du_t B_t over the T positions of every chunk at once, starting
+    from the carried-in states h. Writes y_t = <h_t, C_t> into y (then h is updated in place),
+    or h_t into states [b,G,H,T,nc,N] (then h is left as it is)."""
+    for j in range(a.shape[3]):
+        if states is not None:
+            h = torch.mul(a[:, :, :, j], h, out=states[:, :, :, j])
+        else:
+            h.mul_(a[:, :, :, j])
         h.addcmul_(du[:, :, :, j].unsqueeze(-1), Bt[:, :, j].unsqueeze(2))
         if y is not None:
-            y[:, :, :, j] = (h * C[:, :, j].unsqueeze(2)).sum(-1)
-        if states is not None:
-            states[:, :, :, j] = h
+            torch.sum(h * C[:, :, j].unsqueeze(2), -1, out=y[:, :, :, j])
 
 
-def _backward_block(dt, ut, Bt, Ct, gyt, h0, A5, gu, gdt, gB, gC, gA) -> None:
+def _backward_block(dt, ut, Bt, Ct, gyt, h0, A5, gu, gdt, gB, gC, gA, a_buf, states) -> None:
     """Gradients for one batch block (outputs written in place; gA accumulated).
 
-    With h_t the states, x_t = du_t B_t and g_t = dL/dh_t = C_t gy_t + a_{t+1} g_{t+1}:
+    With h_t the states, a_t = exp(delta_t A), x_t = du_t B_t and g_t = dL/dh_t =
+    C_t gy_t + a_{t+1} g_{t+1}:
       dL/dC_t = sum_i h_t gy_t,   dL/dB_t = sum_i g_t du_t,   dL/du_t = delta_t <g_t, B_t>,
       dL/ddelta_t = u_t <g_t, B_t> + <q_t, A>,   dL/dA = sum_{b,t} q_t delta_t,
     where q_t = g_t * a_t h_{t-1} = g_t * (h_t - x_t) (i sums the channels of a group).
     """
     du = dt * ut
-    T, nc = dt.shape[3], dt.shape[4]
-    states = h0.new_empty(*h0.shape[:3], T, nc, h0.shape[-1])    # the block's one big buffer
-    _scan_positions(h0.clone(), dt, du, Bt, A5, states=states)
+    a = _decays(dt, A5, out=a_buf)
+    _scan_positions(h0, a, du, Bt, states=states)
 
     # g carried into each chunk from the right: G_k = S_{k+1} + P_{k+1} G_{k+1}, with
-    # S_m = sum_j exp(c_j A) gy_j C_j over chunk m and P_m = exp(c_T A) its total decay.
-    c = dt.cumsum(3)
-    w = torch.exp(c.unsqueeze(-1) * A5.unsqueeze(3))              # [b,G,H,T,nc,N], <= 1
-    w.mul_(gyt.unsqueeze(-1)).mul_(Ct.unsqueeze(2))
-    S = w.sum(3)
-    del w
-    decay = torch.exp(c[:, :, :, -1].unsqueeze(-1) * A5)
+    # S_m = sum_j (a_1 ... a_j) gy_j C_j over chunk m and P_m = a_1 ... a_T its total decay.
+    P = torch.ones_like(h0)
+    S = torch.zeros_like(h0)
+    for j in range(a.shape[3]):
+        P.mul_(a[:, :, :, j])
+        S.addcmul_(P * gyt[:, :, :, j].unsqueeze(-1), Ct[:, :, j].unsqueeze(2))
     g_in = torch.zeros_like(S)
-    for k in range(nc - 2, -1, -1):
-        g_in[:, :, :, k] = decay[:, :, :, k + 1] * g_in[:, :, :, k + 1] + S[:, :, :, k + 1]
+    for k in range(g_in.shape[3] - 2, -1, -1):
+        torch.addcmul(S[:, :, :, k + 1], P[:, :, :, k + 1], g_in[:, :, :, k + 1], out=g_in[:, :, :, k])
 
     g = g_in
-    a_next = None
-    for j in range(T - 1, -1, -1):
-        if a_next is not None:
-            g = g.mul_(a_next)
+    qdt = torch.zeros_like(g)                                      # sum_j q_j delta_j, for dL/dA
+    for j in range(a.shape[3] - 1, -1, -1):
+        if j < a.shape[3] - 1:
+            g.mul_(a[:, :, :, j + 1])
         g.addcmul_(gyt[:, :, :, j].unsqueeze(-1), Ct[:, :, j].unsqueeze(2))
         h = states[:, :, :, j]
         B_j, du_j = Bt[:, :, j].unsqueeze(2), du[:, :, :, j]
-        gC[:, :, j] = (h * gyt[:, :, :, j].unsqueeze(-1)).sum(2)
-        gB[:, :, j] = (g * du_j.unsqueeze(-1)).sum(2)
+        torch.sum(h * gyt[:, :, :, j].unsqueeze(-1), 2, out=gC[:, :, j])
+        torch.sum(g * du_j.unsqueeze(-1), 2, out=gB[:, :, j])
         gBd = (g * B_j).sum(-1)                                     # <g_t, B_t>
         q = torch.addcmul(h, du_j.unsqueeze(-1), B_j, value=-1.0).mul_(g)
-        gu[:, :, :, j] = dt[:, :, :, j] * gBd
-        gdt[:, :, :, j] = ut[:, :, :, j] * gBd + (q * A5).sum(-1)
-        gA += (q * dt[:, :, :, j].unsqueeze(-1)).sum((0, 3))
-        a_next = torch.exp(dt[:, :, :, j].unsqueeze(-1) * A5)
+        torch.mul(dt[:, :, :, j], gBd, out=gu[:, :, :, j])
+        torch.addcmul((q * A5).sum(-1), ut[:, :, :, j], gBd, out=gdt[:, :, :, j])
+        qdt.addcmul_(q, dt[:, :, :, j].unsqueeze(-1))
+    gA += qdt.sum((0, 3))
