@@ -1,0 +1,94 @@
+"""The HQ-JEPA model: shapes, padding invariance, what each config builds, EMA, gradients."""
+
+import pytest
+import torch
+
+from hqjepa.config import config_from_dict
+from hqjepa.masks.multiblock import sample_masks
+from hqjepa.models.encoder import build_encoder
+from hqjepa.models.hqjepa import HQJEPA
+from hqjepa.models.pos_embed import sincos_2d
+
+SMALL = {"model": {"image_size": 40, "patch_size": 10, "embed_dim": 32, "depth": 2, "num_heads": 2, "d_state": 4,
+                   "predictor_embed_dim": 16, "predictor_depth": 1, "predictor_heads": 2, "s1_embed_dim": 16,
+                   "s1_depth": 1, "s1_heads": 2, "fusion_heads": 2},
+         "mask": {"num_targets": 2, "target_scale": [0.1, 0.2], "context_scale": [0.85, 1.0], "min_keep": 2},
+         "loss": {"sigreg_slices": 16}}
+
+
+def _cfg(**loss):
+    raw = {k: dict(v) for k, v in SMALL.items()}
+    raw["loss"].update(loss)
+    return config_from_dict(raw)
+
+
+def _batch(cfg, b=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = sample_masks(b, cfg.model.grid, cfg.mask, g)
+    size = cfg.model.image_size
+    return {"s2": torch.randn(b, 12, size, size, generator=g), "s1": torch.randn(b, 2, size, size, generator=g),
+            **m.as_dict()}
+
+
+def test_sincos_table():
+    pe = sincos_2d(8, 3, 2)
+    assert pe.shape == (6, 8)
+    assert torch.allclose(pe[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    assert torch.equal(pe[1, :4], pe[0, :4])  # same row, next column: row half unchanged
+
+
+def test_encoder_any_grid_and_padding_invariance():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    enc = build_encoder(cfg.model).eval()
+    assert enc(torch.randn(2, 12, 30, 50)).shape == (2, 15, 32)  # GeoBench sizes: any multiple of the patch
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        enc(torch.randn(1, 12, 32, 32))
+    with pytest.raises(ValueError, match="expects 12 bands"):
+        enc(torch.randn(1, 13, 40, 40))
+    x = torch.randn(2, 12, 40, 40)
+    idx = torch.tensor([[0, 3, 5, 9, 0, 0], [1, 2, 4, 6, 8, 15]])
+    valid = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    padded = enc(x, idx, valid)
+    alone = enc(x[:1], idx[:1, :4], valid[:1, :4])  # the first sample without padding
+    assert torch.allclose(padded[0, :4], alone[0], atol=1e-5)
+    assert padded[0, 4:].abs().max() == 0
+
+
+@pytest.mark.parametrize("weights, built", [
+    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0}, set()),
+    ({"w_cm": 1.0, "w_sig": 0.0, "w_fqs": 0.0}, {"s1_encoder", "s1_proj"}),
+    ({"w_cm": 1.0, "w_sig": 0.05, "w_fqs": 0.1}, {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}),
+])
+def test_only_used_parts_are_built(weights, built):
+    model = HQJEPA(_cfg(**weights))
+    optional = {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}
+    assert {n for n in optional if hasattr(model, n)} == built
+    out = model(_batch(model.cfg), step=0)
+    assert set(out.terms) == {"pred"} | {t for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"))
+                                          if weights[k] > 0}
+    assert torch.isfinite(out.total)
+
+
+def test_full_objective_gradients_reach_every_trainable_part():
+    torch.manual_seed(0)
+    model = HQJEPA(_cfg(weighting="uncertainty"))
+    out = model(_batch(model.cfg), step=3)
+    out.total.backward()
+    assert "fqs_gap" in out.diagnostics and "fqs_fidelity" in out.diagnostics
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert no_grad == []
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_teacher_starts_equal_and_follows_ema():
+    model = HQJEPA(_cfg())
+    for s, t in zip(model.student.parameters(), model.teacher.parameters()):
+        assert torch.equal(s, t)
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(1.0)
+    before = [t.clone() for t in model.teacher.parameters()]
+    model.update_teacher(0.75)
+    for b, s, t in zip(before, model.student.parameters(), model.teacher.parameters()):
+        assert torch.allclose(t, 0.75 * b + 0.25 * s)
