@@ -138,7 +138,7 @@ class LossConfig:
     sigreg_slices: int = _f(256, lo=1)
     sigreg_knots: int = _f(17, lo=3)
     sigreg_t_max: float = _f(3.0, lo=0, lo_open=True)
-    fqs_backend: str = _f("statevector", choices=("statevector", "pennylane"))
+    fqs_backend: str = _f("statevector", choices=("statevector", "pennylane", "pennylane_broadcast"))
     fqs_device: str = _f("default.qubit", doc="PennyLane device name for the reference backend")
     dwa_temperature: float = _f(2.0, lo=0, lo_open=True)
     max_nonfinite_steps: int = _f(5, lo=1, doc="consecutive skipped steps before the run stops")
@@ -173,8 +173,10 @@ class DataConfig:
     synthetic_pairs: int = _f(512, lo=1)
     synthetic_classes: int = _f(6, lo=1, hi=19, doc="land-cover classes drawn per scene, at most")
     split: Union[str, None] = _f("train", doc="manifest split to train on; null = every row")
-    shuffle_buffer: int = _f(256, lo=0)
+    shuffle_buffer: int = _f(256, lo=0, doc="rows in Ray Data's local shuffle buffer (0: no shuffle)")
     loader_workers: int = _f(0, lo=0)
+    deterministic: bool = _f(True, doc="fixed data order per (seed, epoch): exact resume, slower streaming")
+    prefetch_batches: int = _f(2, lo=0, doc="batches Ray Data prepares ahead of the training step")
 
 
 @dataclass
@@ -183,7 +185,7 @@ class TrainConfig:
 
     max_steps: Union[int, None] = _f(None, lo=1, doc="stop after this many optimiser steps")
     steps_per_epoch: Union[int, None] = _f(None, lo=1, doc="default: pairs // global batch")
-    log_every: int = _f(1, lo=1)
+    report_every: int = _f(1, lo=1, doc="steps between ray.train.report calls (CSV/TensorBoard log every step)")
     checkpoint_every: int = _f(50, lo=1)
     keep_checkpoints: int = _f(2, lo=1)
     fail_at_step: Union[int, None] = _f(None, lo=0, doc="fault injection: raise at this step once")

@@ -28,13 +28,26 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum over ranks of x; dL/dx = sum over ranks of dL/dy (every rank's y feeds its own loss)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        g = grad.clone()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM)
+        return g
+
+
 def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over ranks that carries gradients back to every rank's inputs."""
     world = _world()
-    if world == 1:
-        return x
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(x, op=dist.ReduceOp.SUM) / world
+    return x if world == 1 else _AllReduceSum.apply(x) / world
 
 
 class SIGReg(nn.Module):

@@ -1,0 +1,87 @@
+"""The framework-free training step: schedules, weight-decay groups, non-finite steps, state."""
+
+import math
+
+import pytest
+import torch
+
+from hqjepa.config import config_from_dict
+from hqjepa.engine import NonFiniteLossError, Trainer, cosine, linear, warmup_cosine
+from hqjepa.models.hqjepa import HQJEPA
+from tests.test_model import SMALL, _batch
+
+
+def _trainer(**optim):
+    raw = {k: dict(v) for k, v in SMALL.items()}
+    raw["optim"] = {"epochs": 10, "warmup_epochs": 2, "batch_size": 4, **optim}
+    raw["loss"]["max_nonfinite_steps"] = 3
+    cfg = config_from_dict(raw)
+    torch.manual_seed(0)
+    return Trainer(HQJEPA(cfg), cfg, steps_per_epoch=5)
+
+
+def test_schedules():
+    assert warmup_cosine(0, 100, 10, 1e-4, 1e-3, 1e-6) == pytest.approx(1e-4)
+    assert warmup_cosine(5, 100, 10, 1e-4, 1e-3, 1e-6) == pytest.approx(5.5e-4)
+    assert warmup_cosine(10, 100, 10, 1e-4, 1e-3, 1e-6) == pytest.approx(1e-3)
+    assert warmup_cosine(55, 100, 10, 1e-4, 1e-3, 1e-6) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5)
+    assert warmup_cosine(100, 100, 10, 1e-4, 1e-3, 1e-6) == pytest.approx(1e-6)
+    assert cosine(50, 100, 0.04, 0.4) == pytest.approx(0.22)
+    assert linear(25, 100, 0.996, 1.0) == pytest.approx(0.997)
+    t = _trainer()
+    assert (t.total_steps, t.warmup_steps) == (50, 10)
+    assert t.ema_momentum(50) == pytest.approx(1.0)
+
+
+def test_weight_decay_excludes_norms_biases_and_mamba_a_d():
+    t = _trainer()
+    decay, no_decay = t.optimizer.param_groups
+    names = {id(p): n for n, p in t.core.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    d = {names[id(p)] for p in decay["params"]}
+    assert any(n.endswith("A_log") for n in nd) and any(n.endswith(".D") for n in nd)
+    assert all(not n.endswith(".bias") and "norm" not in n for n in d)
+    assert any(n.endswith("mask_token") for n in nd)
+    assert not any(n.startswith("teacher.") for n in d | nd)  # the teacher is never optimised
+
+
+def test_steps_update_student_and_teacher_and_report_metrics():
+    t = _trainer()
+    b = _batch(t.cfg)
+    s0 = [p.clone() for p in t.core.student.parameters()]
+    tea0 = [p.clone() for p in t.core.teacher.parameters()]
+    m = t.train_step([b, _batch(t.cfg, seed=1)])  # two micro-batches
+    assert t.step == 1 and m["samples"] == 8
+    for k in ("loss", "loss_pred", "loss_cm", "loss_sig", "loss_fqs", "fqs_gap", "lr", "ema_momentum",
+              "grad_norm", "weight_decay", "w_pred"):
+        assert k in m and math.isfinite(m[k])
+    assert any(not torch.equal(a, b) for a, b in zip(s0, t.core.student.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(tea0, t.core.teacher.parameters()))
+
+
+def test_nonfinite_loss_is_skipped_counted_and_stops_the_run():
+    t = _trainer()
+    bad = _batch(t.cfg)
+    bad["s2"][0, 0, 0, 0] = float("nan")
+    before = [p.clone() for p in t.core.parameters()]
+    m = t.train_step([bad])
+    assert m["step_skipped"] == 1 and t.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, t.core.parameters()))  # nothing moved
+    t.train_step([_batch(t.cfg)])
+    assert t.consecutive_nonfinite == 0 and t.skipped_steps == 1
+    t.train_step([bad])
+    t.train_step([bad])
+    with pytest.raises(NonFiniteLossError, match="non-finite for 3 steps in a row"):
+        t.train_step([bad])
+
+
+def test_state_roundtrip_continues_identically():
+    a = _trainer()
+    batches = [_batch(a.cfg, seed=s) for s in range(4)]
+    a.train_step([batches[0]])
+    state = a.state_dict()
+    b = _trainer()
+    b.load_state_dict(state)
+    la = a.train_step([batches[1]])["loss"]
+    lb = b.train_step([batches[1]])["loss"]
+    assert la == pytest.approx(lb, rel=1e-6) and a.step == b.step == 2
