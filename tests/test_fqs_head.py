@@ -134,3 +134,13 @@ def test_loss_and_gap_formulas():
     assert torch.isclose(fqs_loss(f), torch.tensor(0.375))
     assert torch.isclose(collapse_gap(f, torch.full((2, 2), 0.5)), torch.tensor(0.125))
     assert torch.isnan(collapse_gap(f[:1], f[:1]))
+
+
+def test_nonfinite_summary_gives_nan_loss_not_an_error():
+    """In training a NaN summary (from a bad pixel) must surface as a NaN loss, which the engine
+    skips and counts; the public swap_test_fidelity still refuses NaN angles."""
+    head = FQSHead(8)
+    ctx, tgt, query = torch.randn(3, 8), torch.randn(3, 2, 8), torch.randn(3, 2, 8)
+    ctx[1, 0] = float("nan")
+    out = head(ctx, tgt, query)
+    assert torch.isnan(out.loss) and torch.isnan(out.fidelity[1]).all() and torch.isfinite(out.fidelity[0]).all()

@@ -84,15 +84,3 @@ def test_head_bad_shapes(ctx, tgt, query, match):
     head = FQSHead(8)
     with pytest.raises(ValueError, match=match):
         head(torch.zeros(ctx), torch.zeros(tgt), torch.zeros(query))
-
-
-def test_head_non_finite_summary_names_the_angles():
-    head = FQSHead(8)
-    ctx = torch.zeros(4, 8)
-    ctx[0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"context_summary: gives bad student: angles contain NaN"):
-        head(ctx, torch.zeros(4, 3, 8), torch.zeros(4, 3, 8))
-    query = torch.zeros(4, 3, 8)
-    query[2, 1, 5] = float("nan")
-    with pytest.raises(ValueError, match=r"mask_query: gives bad predictor: angles contain NaN"):
-        head(torch.zeros(4, 8), torch.zeros(4, 3, 8), query)
