@@ -67,7 +67,7 @@ class MaskCollateFn(NumpyBatchCollateFn):
     """`hqjepa.data.collate.MaskCollator` as the collate class `iter_torch_batches` expects:
     stacks the decoded numpy batch into tensors and draws the batch's multiblock masks."""
 
-    def __init__(self, mask_cfg: MaskConfig, grid: int, seed: int = 0):
+    def __init__(self, mask_cfg: MaskConfig, grid: int, seed: int | Sequence[int] = 0):
         self._collate = MaskCollator(mask_cfg, grid, seed)
 
     def __call__(self, batch: dict) -> dict:

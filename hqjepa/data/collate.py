@@ -18,6 +18,7 @@ from `hqjepa.masks.multiblock.sample_masks`, drawn once per batch and shared by 
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 
 from hqjepa.config import MaskConfig
 
-BATCH_KEYS = ("s2", "s1", "labels19")
+BATCH_KEYS = ("s2", "s1", "labels19", "key")
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -72,12 +73,16 @@ def collate(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any], mask_cfg:
 class MaskCollator:
     """Picklable `collate` with its own random stream, for DataLoader and `iter_torch_batches`.
 
-    seed: base seed; give each Ray Train worker its own (e.g. seed + world rank). In a DataLoader
-    worker process the worker id is mixed in, so loader workers never repeat each other's masks.
+    seed: base seed, an int or a sequence of ints (e.g. [seed, rank, epoch] per Ray Train worker and
+    epoch). In a DataLoader worker process the worker id is mixed in, so loader workers never repeat
+    each other's masks. When the batch carries row keys (`key`, from `stream.decode_block`), the
+    masks are drawn from (seed, keys of the batch) instead of a running stream: Ray Data collates in
+    a thread pool, so the order of calls is not the order of batches, but the keys are.
     """
 
-    def __init__(self, mask_cfg: MaskConfig, grid: int, seed: int = 0):
-        self.mask_cfg, self.grid, self.seed = mask_cfg, grid, int(seed)
+    def __init__(self, mask_cfg: MaskConfig, grid: int, seed: int | Sequence[int] = 0):
+        self.mask_cfg, self.grid = mask_cfg, grid
+        self.seed = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
         self._rng: np.random.Generator | None = None
 
     def __getstate__(self) -> dict:
@@ -86,8 +91,12 @@ class MaskCollator:
     def _generator(self) -> np.random.Generator:
         if self._rng is None:
             info = torch.utils.data.get_worker_info()
-            self._rng = np.random.default_rng([self.seed, 0 if info is None else info.id + 1])
+            self._rng = np.random.default_rng([*self.seed, 0 if info is None else info.id + 1])
         return self._rng
 
     def __call__(self, examples: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        keys = examples.get("key") if isinstance(examples, Mapping) else None
+        if keys is not None:  # masks keyed by the batch's rows: independent of collate call order
+            digest = zlib.crc32(np.ascontiguousarray(np.asarray(keys), dtype="<i8").tobytes())
+            return collate(examples, self.mask_cfg, self.grid, np.random.default_rng([*self.seed, digest]))
         return collate(examples, self.mask_cfg, self.grid, self._generator())

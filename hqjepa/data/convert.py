@@ -12,7 +12,8 @@ unreadable or truncated GeoTIFF, a wrong shape or dtype, NaN/inf pixels, unreada
 absent S1/S2 partner goes to `_quarantine.jsonl` (one JSON object per line: patch_id, s1_patch_id,
 reason, path) and is counted in the manifest; every other pair of its group is converted.
 
-Resume. Pairs are sorted by S2 patch id and cut into groups of `shard_size`; group i always becomes
+Resume. Pairs are put in a fixed pseudo-random order (a hash of the S2 patch id, see `shard_order`)
+and cut into groups of `shard_size`; group i always becomes
 `part-{i:05d}.parquet`, and its footer records a hash of the group's pair names. A rerun keeps
 every finished shard whose hash matches, deletes leftover temporary files (which were never
 visible under a shard name), converts only the missing shards and rewrites the manifest from all
@@ -103,6 +104,14 @@ def _result_from_meta(task: ShardTask, meta: dict, size: int) -> ShardResult:
                        split_counts=meta["split_counts"], reused=True)
 
 
+def shard_order(pair: PairRecord) -> bytes:
+    """Sort key that spreads pairs over shards: a hash of the S2 patch id. Archive order (patch id)
+    would put one tile and date in each shard, so a training batch drawn through a shard-sized
+    shuffle buffer would see one place and one day; hashed order is fixed (resume still finds its
+    groups) but every shard is a spatially and temporally mixed sample of the archive."""
+    return hashlib.blake2b(pair.patch_id.encode(), digest_size=8).digest()
+
+
 def plan_conversion(archive: str | Path, out: str | Path, layout: str = "auto", shard_size: int = 256) -> ConversionPlan:
     """Scan the archive, group its pairs into shards and find which shards a previous run finished."""
     if shard_size < 1:
@@ -116,8 +125,9 @@ def plan_conversion(archive: str | Path, out: str | Path, layout: str = "auto", 
         if is_temporary(p.name):
             p.unlink()
             plan.removed_temporaries.append(p.name)
-    for i, start in enumerate(range(0, len(scan.pairs), shard_size)):
-        group = tuple(scan.pairs[start:start + shard_size])
+    pairs = sorted(scan.pairs, key=shard_order)
+    for i, start in enumerate(range(0, len(pairs), shard_size)):
+        group = tuple(pairs[start:start + shard_size])
         plan.tasks.append(ShardTask(index=i, path=str(out / shard_name(i)), pairs=group, group_hash=group_hash(group)))
     known = {Path(t.path).name for t in plan.tasks}
     strays = sorted(p.name for p in out.glob("part-*.parquet") if p.name not in known)

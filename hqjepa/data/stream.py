@@ -13,12 +13,15 @@ columns=STREAM_COLUMNS, include_paths=True)`, see `ray_jobs/_data.py`) and hands
            per Ray Train worker: ray.train.get_dataset_shard("train").iter_torch_batches(...)
 
 Blocks leave `decode_block` as {"s2": float32 [B,12,120,120], "s1": float32 [B,2,120,120],
-"labels19": float32 [B,19]}; the collate adds the masks (`collate.py` documents the batch dict).
+"labels19": float32 [B,19], "key": int64 [B]}; `key` is a stable hash (CRC-32) of each row's
+patch id, from which the collate seeds the batch's masks, so masks do not depend on which
+collate thread ran first; the collate adds the masks (`collate.py` documents the batch dict).
 A block that does not match the shard schema raises ShardError naming its shard.
 """
 
 from __future__ import annotations
 
+import zlib
 from functools import partial
 from typing import Any, Mapping
 
@@ -30,7 +33,7 @@ from hqjepa.data.labels import LABELS19
 from hqjepa.data.shards import BANDS, ShardError, band_stats
 from hqjepa.data.transforms import resample_array
 
-STREAM_COLUMNS: tuple[str, ...] = ("split",) + BANDS + ("labels19",)
+STREAM_COLUMNS: tuple[str, ...] = ("patch_id", "split") + BANDS + ("labels19",)
 PATH_COLUMN = "path"   # added by read_parquet(include_paths=True)
 
 
@@ -77,9 +80,11 @@ def decode_block(table, *, mean: np.ndarray, std: np.ndarray, split: str | None 
         s1 = (s1 - m[len(S2_BANDS):]) / sd[len(S2_BANDS):]
         labels = table.column("labels19").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         labels = labels.reshape(b, len(LABELS19)).astype(np.float32)
+        keys = np.fromiter((zlib.crc32(p.encode()) for p in table.column("patch_id").to_pylist()),
+                           dtype=np.int64, count=b)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise ShardError(f"{_shard_of(table)}: block does not decode as an hqjepa shard ({e})") from e
-    return {"s2": s2.numpy(), "s1": s1.numpy(), "labels19": labels}
+    return {"s2": s2.numpy(), "s1": s1.numpy(), "labels19": labels, "key": keys}
 
 
 def block_decoder(manifest: Mapping[str, Any], split: str | None = "train", stats_split: str | None = "train",
