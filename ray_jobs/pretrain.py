@@ -1,0 +1,320 @@
+"""HQ-JEPA pretraining on Ray: Ray Data streams Parquet shards into a Ray Train TorchTrainer.
+
+    python ray_jobs/pretrain.py --config configs/tiny.yaml                 # embedded local Ray
+    ray job submit --working-dir . -- python ray_jobs/pretrain.py \\
+        --config configs/paper.yaml --data s3://bucket/ben-shards --workers 4 --gpus-per-worker 1 \\
+        --storage s3://bucket/runs                                          # on a cluster
+
+The story of a run:
+1. The config is loaded and checked (bad values fail here, before Ray starts).
+2. Ray starts embedded, or connects to the cluster when RAY_ADDRESS is set (as under
+   `ray job submit`). With no --data and `data.source: synthetic`, a small synthetic BigEarthNet
+   archive is written and converted to shards first, through the same converter as real data.
+3. The shards become a Ray Dataset (footers validated, decode/resample/normalise per block), split
+   across the workers by Ray Train.
+4. Each worker runs `train_loop`: the library's Trainer steps with gloo (CPU) or NCCL (GPU), bf16
+   autocast on GPU, global batch = optim.batch_size x workers x optim.accumulation.
+5. Every step's metrics go to Ray (`ray.train.report`, every `train.report_every` steps) and to
+   metrics.csv + TensorBoard on rank 0; every `train.checkpoint_every` steps and at the end rank 0
+   reports a checkpoint (model, teacher, optimiser, schedules, step, RNG, config). CheckpointConfig
+   keeps the best `train.keep_checkpoints` by smoothed loss plus the latest.
+6. A worker failure restarts the group from the latest checkpoint (FailureConfig); rerunning with
+   --resume RUN_DIR continues a stopped run. Either way training resumes at the step after the
+   checkpoint, skipping the micro-batches that step had already consumed.
+7. At the end the driver writes RUN_DIR/export.pt (the student encoder + config, ready for
+   `ray_jobs/evaluate.py`), metrics.csv, losses.png and summary.json, and prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Report pacing: Train v2 answers ray.train.report at this poll interval (RAY-NOTES §1); 2 s default
+# would cost ~2 s per report. Set before Ray starts so the controller and workers inherit it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import ray  # noqa: E402
+import ray.train  # noqa: E402
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: E402
+from ray.train.torch import TorchTrainer  # noqa: E402
+
+from hqjepa.config import Config, config_from_dict, load_config, parse_override  # noqa: E402
+
+STATE_FILE = "state.pt"
+EXPORT_FILE = "export.pt"
+
+
+# --- the per-worker loop ------------------------------------------------------------------------
+
+def train_loop(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import torch
+
+    from hqjepa.checkpoint import export_encoder, load_training_state, save_training_state
+    from hqjepa.engine import Trainer
+    from hqjepa.loop import FaultInjector, run_steps
+    from hqjepa.models.hqjepa import HQJEPA
+    from hqjepa.runlog import RunLog
+    from ray_jobs._data import MaskCollateFn, torch_batches
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one INFO line per report
+    cfg = config_from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.optim.seed + rank)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(HQJEPA(cfg))  # DDP when world > 1 (gloo on CPU, NCCL on GPU)
+    trainer = Trainer(model, cfg, config["steps_per_epoch"], device)
+
+    log_dir = Path(tempfile.mkdtemp(prefix="hqjepa-log-"))
+    checkpoint = ray.train.get_checkpoint() or (
+        Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            load_training_state(Path(d) / STATE_FILE, trainer)
+            if (Path(d) / "metrics.csv").exists():
+                shutil.copy(Path(d) / "metrics.csv", log_dir / "metrics.csv")
+    log = RunLog(log_dir, tensorboard=False, resume_step=trainer.step) if rank == 0 else None
+    tb = None
+    if rank == 0 and config.get("tensorboard_dir"):
+        from torch.utils.tensorboard import SummaryWriter
+        tb = SummaryWriter(config["tensorboard_dir"], purge_step=trainer.step)
+
+    shard = ray.train.get_dataset_shard("train")
+    seed = cfg.optim.seed
+
+    def epoch_batches(epoch: int):
+        # masks are seeded by (seed, rank, epoch, the batch's patch ids): the same on a rerun
+        return torch_batches(
+            shard, cfg.optim.batch_size, MaskCollateFn(cfg.mask, cfg.model.grid, seed=[seed, rank, epoch]),
+            config["shard_dir"], drop_last=True, prefetch_batches=cfg.data.prefetch_batches,
+            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if cfg.data.shuffle_buffer else None)
+
+    max_steps = config["max_steps"]
+    window: list[float] = []
+
+    def on_step(metrics: dict[str, float]) -> None:
+        step = trainer.step  # steps completed
+        window.append(metrics["loss"])
+        del window[:-20]
+        metrics["loss_smooth"] = sum(window) / len(window)
+        metrics["global_samples_per_s"] = metrics["samples_per_s"] * world
+        if log is not None:
+            log.log(step - 1, metrics)
+            if tb is not None:
+                for k, v in metrics.items():
+                    tb.add_scalar(k, v, step - 1)
+        due_ckpt = step % cfg.train.checkpoint_every == 0 or step == max_steps
+        due_report = due_ckpt or step % cfg.train.report_every == 0
+        if not due_report:
+            return
+        # every rank reports (a barrier); only rank 0 attaches the checkpoint
+        if due_ckpt and rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_training_state(Path(tmp) / STATE_FILE, trainer)
+                shutil.copy(log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
+                if step == max_steps:
+                    export_encoder(Path(tmp) / EXPORT_FILE, trainer.core.student, cfg, {"step": step})
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"step_{step:07d}")
+        else:
+            ray.train.report(metrics)
+
+    marker = Path(config["fault_marker"]) if config.get("fault_marker") else None
+    fail_rank = int(os.environ.get("HQJEPA_FAIL_RANK", world - 1))
+    fault = FaultInjector(cfg.train.fail_at_step, marker) if rank == fail_rank else None
+    try:
+        run_steps(trainer, epoch_batches, max_steps, on_step, fault)
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+def start_ray(num_cpus: int | None) -> None:
+    """Connect to a cluster (RAY_ADDRESS, as `ray job submit` sets it) or start one embedded."""
+    if ray.is_initialized():  # e.g. a test session's instance
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        os.environ["PYTHONPATH"] = pythonpath  # workers import hqjepa and ray_jobs from the checkout
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+
+
+def synthetic_shards(cfg: Config, cache_root: Path) -> Path:
+    """A small synthetic BigEarthNet (v2 layout, real GeoTIFFs) converted to shards; cached."""
+    from hqjepa.data.convert import convert_archive
+    from hqjepa.data.synth_archive import write_archive
+
+    out = cache_root / f"synthetic-{cfg.data.synthetic_pairs}-seed{cfg.optim.seed}"
+    shards = out / "shards"
+    if (shards / "_manifest.json").exists():
+        return shards
+    archive = out / "archive"
+    if not archive.exists():
+        print(f"writing a synthetic BigEarthNet v2 archive of {cfg.data.synthetic_pairs} pairs to {archive}",
+              flush=True)
+        write_archive(archive, cfg.data.synthetic_pairs, layout="v2", seed=cfg.optim.seed,
+                      max_classes=cfg.data.synthetic_classes)
+    summary = convert_archive(archive, shards, layout="v2", shard_size=128)
+    print(summary.line, flush=True)
+    return shards
+
+
+def plan_steps(cfg: Config, rows: int, workers: int) -> tuple[int, int]:
+    """Steps per epoch (every rank sees rows // workers rows) and the run's length."""
+    per_rank = rows // workers
+    spe = cfg.train.steps_per_epoch or per_rank // (cfg.optim.batch_size * cfg.optim.accumulation)
+    if spe < 1:
+        raise SystemExit(f"{rows} training rows over {workers} workers do not fill one step of "
+                         f"{cfg.optim.batch_size} x {cfg.optim.accumulation} per worker; use fewer workers, "
+                         "a smaller optim.batch_size or more data")
+    total = cfg.optim.epochs * spe
+    return spe, min(cfg.train.max_steps or total, total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = dict(parse_override(s) for s in args.set)
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    if args.data:
+        overrides.update({"data.source": "shards", "data.shards": args.data})
+    if args.fail_at_step is not None:
+        overrides["train.fail_at_step"] = args.fail_at_step
+    cfg = load_config(args.config, overrides)  # every config error surfaces here
+
+    storage = args.storage or str(ROOT / "runs")
+    name = args.experiment or f"pretrain-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resume_from = None
+    if args.resume:
+        resume = Path(args.resume).resolve()
+        if (resume / STATE_FILE).exists():  # a checkpoint directory: start a new run from it
+            resume_from = str(resume)
+        else:                               # a run directory: Ray Train resumes from its snapshot
+            if not (resume / "checkpoint_manager_snapshot.json").exists():
+                raise SystemExit(f"--resume {resume}: neither a run directory (no "
+                                 "checkpoint_manager_snapshot.json) nor a checkpoint (no state.pt)")
+            storage, name = str(resume.parent), resume.name
+    local_storage = "://" not in storage
+    run_dir = Path(storage) / name if local_storage else None
+
+    start_ray(args.num_cpus)
+    from ray_jobs._data import training_dataset
+    from hqjepa.data.shards import load_manifest
+
+    if cfg.data.source == "synthetic":
+        shard_dir = synthetic_shards(cfg, Path(args.cache_dir))
+    else:
+        shard_dir = Path(cfg.data.shards)
+    manifest = load_manifest(shard_dir)
+    splits = manifest.get("split_counts", {})
+    rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["rows"]
+    if rows == 0:
+        raise SystemExit(f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
+                         "set data.split: null to train on every row")
+    spe, max_steps = plan_steps(cfg, rows, args.workers)
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = cfg.data.deterministic  # deterministic split across ranks
+    dataset = training_dataset(shard_dir, split=cfg.data.split, shuffle_files=not cfg.data.deterministic)
+
+    cluster_cpus = ray.cluster_resources().get("CPU", 1)
+    cpus = args.cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / args.workers))
+    resources = {"CPU": cpus, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
+    global_batch = cfg.optim.batch_size * args.workers * cfg.optim.accumulation
+    print(json.dumps({"event": "plan", "run": name, "storage": storage, "shards": str(shard_dir), "rows": rows,
+                      "workers": args.workers, "resources_per_worker": resources, "global_batch": global_batch,
+                      "steps_per_epoch": spe, "max_steps": max_steps}), flush=True)
+
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.to_dict(), "steps_per_epoch": spe, "max_steps": max_steps,
+                           "shard_dir": str(shard_dir),
+                           "resume_from": resume_from,
+                           "tensorboard_dir": str(run_dir / "tensorboard") if run_dir else None,
+                           "fault_marker": str(run_dir / ".fault_injected") if run_dir else None},
+        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=bool(args.gpus_per_worker),
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
+                                               checkpoint_score_attribute="loss_smooth",
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=args.max_failures)),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(execution_options=ctx.execution_options))
+    t0 = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise SystemExit(f"training failed: {result.error}")
+    summary = finish(result, run_dir, name, time.time() - t0, args.config)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def finish(result, run_dir: Path | None, name: str, seconds: float, config_path: str) -> dict:
+    """Copy the final checkpoint's artifacts into the run directory; plot the losses."""
+    from hqjepa.plotting import plot_losses
+
+    latest = result.checkpoint
+    summary = {"event": "done", "run": name, "seconds": round(seconds, 1), "run_dir": str(result.path),
+               "latest_checkpoint": latest.path if latest else None,
+               "best_checkpoints": [c.path for c, _ in (result.best_checkpoints or [])],
+               "final_metrics": {k: v for k, v in (result.metrics or {}).items()
+                                 if k.startswith(("loss", "fqs", "step", "samples", "data_wait"))}}
+    if run_dir is not None and latest is not None:
+        with latest.as_directory() as d:
+            for f in (EXPORT_FILE, "metrics.csv"):
+                if (Path(d) / f).exists():
+                    shutil.copy(Path(d) / f, run_dir / f)
+        if (run_dir / "metrics.csv").exists():
+            plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {Path(config_path).stem}")
+        summary.update(export=str(run_dir / EXPORT_FILE), metrics_csv=str(run_dir / "metrics.csv"),
+                       plot=str(run_dir / "losses.png"))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"))
+    p.add_argument("--data", help="directory (or pyarrow URI) of converted shards; default: the config's data section")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel ranks)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="default: the cluster's CPUs minus one for Ray Data, shared by the workers (0.5 to 4)")
+    p.add_argument("--resume", help="a run directory (continue it) or a checkpoint directory (start from it)")
+    p.add_argument("--experiment", help="run name under the storage path (default: pretrain-<config>-<time>)")
+    p.add_argument("--storage", help="where runs live: a local path, NFS or s3://... (default: ./runs)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before the run fails")
+    p.add_argument("--fail-at-step", type=int, default=None, help="fault injection: one worker fails once at this step")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
+    p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where synthetic shards are cached")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (checked like the YAML)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
