@@ -57,6 +57,16 @@ EXPORT_FILE = "export.pt"
 
 # --- the per-worker loop ------------------------------------------------------------------------
 
+def quiet_report_log() -> None:
+    """Train v2 logs every report's full metrics at INFO from a logger named by its file path
+    (ray/train/v2/_internal/execution/context.py, Ray 2.60); our CSV and TensorBoard hold them."""
+    try:
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray layout: the lines stay, nothing breaks
+        pass
+
+
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import torch
@@ -68,7 +78,7 @@ def train_loop(config: dict) -> None:
     from hqjepa.runlog import RunLog
     from ray_jobs._data import MaskCollateFn, torch_batches
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one INFO line per report
+    quiet_report_log()
     cfg = config_from_dict(config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -153,7 +163,7 @@ def start_ray(num_cpus: int | None) -> None:
     else:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         os.environ["PYTHONPATH"] = pythonpath  # workers import hqjepa and ray_jobs from the checkout
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
 
 

@@ -34,13 +34,18 @@ def test_prediction_loss_matches_formula_and_ignores_padding():
     assert tgt.grad is None and pred.grad is not None
 
 
-def test_cross_modal_loss_kinds():
-    a, b = torch.zeros(1, 1, 2, 3), torch.full((1, 1, 2, 3), 2.0)
+def test_cross_modal_loss_compares_layer_normed_tokens():
     v = torch.ones(1, 1, 2, dtype=torch.bool)
-    assert cross_modal_loss(a, b, v, "mse").item() == pytest.approx(4.0)
-    assert cross_modal_loss(a, b, v, "smooth_l1", beta=1.0).item() == pytest.approx(1.5)
+    a = torch.tensor([1.0, 2.0, 3.0]).expand(1, 1, 2, 3)
+    # scale and offset do not matter: LN(a) == LN(10 a + 5)
+    assert cross_modal_loss(a, 10 * a + 5, v, "mse").item() == pytest.approx(0.0, abs=1e-9)
+    # opposite tokens: LN(a) = [-s, 0, s] with s = sqrt(1.5), LN(-a) = -LN(a)
+    s = 1.5 ** 0.5
+    assert cross_modal_loss(a, -a, v, "mse").item() == pytest.approx((2 * (2 * s) ** 2) / 3, rel=1e-4)
+    assert cross_modal_loss(a, -a, v, "smooth_l1", beta=1.0).item() == pytest.approx(
+        (2 * (2 * s - 0.5)) / 3, rel=1e-4)
     with pytest.raises(ValueError, match="kind must be"):
-        cross_modal_loss(a, b, v, "cosine")
+        cross_modal_loss(a, a, v, "cosine")
 
 
 def test_masked_helpers():

@@ -1,0 +1,98 @@
+"""`ray job submit` to a local head with token authentication (Ray 2.60) runs the pretraining job
+and leaves its artifacts under --storage (README: "Run on a local head")."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_pretrain_ray import SMALL
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        return urllib.request.urlopen(req, timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+@pytest.fixture()
+def head():
+    token = secrets.token_hex(32)
+    gcs, dash = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
+                             f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+                             f"--temp-dir={temp_dir}"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        for _ in range(120):
+            if _status(f"{url}/api/version", token) == 200:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("the Ray head's job server did not come up in 120 s")
+        yield url, token, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # --block: the head drains and stops its own processes
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_job_submit_with_token_runs_pretraining(head, tmp_path):
+    url, token, env = head
+    # token authentication is on: the job server refuses a request without the token
+    assert _status(f"{url}/api/version", None) == 401
+    no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN",)}
+    no_token.update(RAY_API_SERVER_ADDRESS=url, HOME=str(tmp_path))  # no ~/.ray/auth_token either
+    denied = subprocess.run([str(BIN / "ray"), "job", "list"], env=no_token, capture_output=True, text=True,
+                            timeout=120)
+    assert denied.returncode != 0
+
+    storage = tmp_path / "runs"
+    args = ["python", "ray_jobs/pretrain.py", "--config", "configs/tiny.yaml", "--workers", "1",
+            "--max-steps", "2", "--storage", str(storage), "--experiment", "submitted",
+            "--cache-dir", str(tmp_path / "cache"), "--set", "data.synthetic_pairs=48"]
+    for s in SMALL:
+        if not s.startswith("data.synthetic_pairs"):
+            args += ["--set", s]
+    submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
+                             "--submission-id", f"hqjepa-test-{secrets.token_hex(4)}", "--", *args],
+                            env={**env, "RAY_API_SERVER_ADDRESS": url}, capture_output=True, text=True,
+                            timeout=900)
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "succeeded" in (submit.stdout + submit.stderr).lower()
+    run = storage / "submitted"
+    for artifact in ("export.pt", "metrics.csv", "losses.png", "summary.json"):
+        assert (run / artifact).is_file(), artifact
+    summary = json.loads((run / "summary.json").read_text())
+    assert Path(summary["latest_checkpoint"]).name == "step_0000002"
