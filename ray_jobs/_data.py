@@ -30,7 +30,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from hqjepa.config import MaskConfig
 from hqjepa.data.collate import MaskCollator
-from hqjepa.data.shards import ShardError, find_corrupt_shards, load_manifest, shard_files
+from hqjepa.data.shards import ShardError, find_corrupt_shards, is_uri, load_manifest, resolve, shard_files
 from hqjepa.data.stream import PATH_COLUMN, STREAM_COLUMNS, training_pipeline
 
 
@@ -57,9 +57,16 @@ def _parquet_datasource_v1():
 
 
 def read_shards(files: Sequence[str], shuffle_files: bool = True) -> ray.data.Dataset:
-    """The stream's columns (plus the shard path) of these shard files, one read task per file."""
+    """The stream's columns (plus the shard path) of these shard files, one read task per file.
+    Files may be URIs (s3://...): the filesystem is resolved once by pyarrow, with any options the
+    URI carries (endpoint_override, region, ...), and handed to Ray."""
+    kwargs = {}
+    if files and is_uri(files[0]):
+        fs, _ = resolve(files[0])
+        files, kwargs = [resolve(f)[1] for f in files], {"filesystem": fs}
     with _parquet_datasource_v1():
-        ds = ray.data.read_parquet(list(files), include_paths=True, shuffle="files" if shuffle_files else None)
+        ds = ray.data.read_parquet(list(files), include_paths=True, shuffle="files" if shuffle_files else None,
+                                   **kwargs)
     return ds.select_columns([PATH_COLUMN, *STREAM_COLUMNS])   # pushed down into the Parquet read
 
 

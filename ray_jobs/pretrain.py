@@ -232,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.data.source == "synthetic":
         shard_dir = synthetic_shards(cfg, Path(args.cache_dir))
     else:
-        shard_dir = Path(cfg.data.shards)
+        shard_dir = cfg.data.shards  # a path or a URI (s3://...): pyarrow resolves it
     manifest = load_manifest(shard_dir)
     splits = manifest.get("split_counts", {})
-    rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["rows"]
+    rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["pairs"]
     if rows == 0:
         raise SystemExit(f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
                          "set data.split: null to train on every row")

@@ -164,14 +164,44 @@ def is_temporary(name: str) -> bool:
 
 
 # --- reading and validation -----------------------------------------------------------------------
+# Readers take a local path or a URI that pyarrow's filesystems resolve (s3://bucket/shards,
+# gs://..., hdfs://...; e.g. s3://bucket/shards?endpoint_override=host:9000&scheme=http for an
+# S3-compatible store), so a cluster streams shards straight from object storage.
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def resolve(location: str | Path):
+    """(pyarrow FileSystem, path within it) for a local path or a filesystem URI."""
+    import pyarrow.fs as pafs
+
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(Path(location).absolute())
+
+
+def join(location: str | Path, name: str) -> str:
+    """`location/name` for a path or a URI (a URI's query string stays at the end)."""
+    text = str(location)
+    if is_uri(text):
+        base, sep, query = text.partition("?")
+        return f"{base.rstrip('/')}/{name}{sep}{query}"
+    return str(Path(text) / name)
+
+
+def _open_parquet(path: str | Path, **kwargs):
+    import pyarrow.parquet as pq
+
+    fs, inner = resolve(path)
+    return pq.ParquetFile(fs.open_input_file(inner), **kwargs)
+
 
 def read_shard_meta(path: str | Path) -> dict:
     """Open a shard's footer and return its `hqjepa` metadata; ShardError naming the path otherwise."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
+    path = path if is_uri(path) else Path(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = _open_parquet(path)
     except FileNotFoundError:
         raise ShardError(f"{path}: shard file is missing") from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for damaged footers
@@ -192,11 +222,9 @@ def read_shard_meta(path: str | Path) -> dict:
 
 def verify_shard(path: str | Path) -> None:
     """Read every page of a shard, checking page CRCs; ShardError naming the path on any damage."""
-    import pyarrow.parquet as pq
-
     read_shard_meta(path)
     try:
-        for _ in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=256):
+        for _ in _open_parquet(path, page_checksum_verification=True).iter_batches(batch_size=256):
             pass
     except Exception as e:  # noqa: BLE001
         raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
@@ -214,9 +242,11 @@ def find_corrupt_shards(paths: Sequence[str | Path]) -> list[ShardError]:
 
 
 def load_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir) / MANIFEST
+    path = join(shard_dir, MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        fs, inner = resolve(path)
+        with fs.open_input_stream(inner) as f:
+            manifest = json.loads(f.read().decode())
     except FileNotFoundError:
         raise ShardError(f"{path}: no manifest; is {shard_dir} a converted shard directory "
                          "(python ray_jobs/convert.py --archive ... --out ...)?") from None
@@ -235,14 +265,14 @@ def write_json_atomic(path: str | Path, data: object) -> None:
 
 
 def shard_files(shard_dir: str | Path, validate: bool = True, with_rows_only: bool = True) -> list[str]:
-    """Paths of the manifest's shards, footers validated against the manifest (ShardError with the path)."""
-    shard_dir = Path(shard_dir)
+    """Paths (or URIs) of the manifest's shards, footers validated against the manifest
+    (ShardError with the path)."""
     manifest = load_manifest(shard_dir)
     out = []
     for entry in manifest["shards"]:
         if with_rows_only and entry["rows"] == 0:
             continue
-        path = shard_dir / entry["file"]
+        path = join(shard_dir, entry["file"])
         if validate:
             meta = read_shard_meta(path)
             if meta["rows"] != entry["rows"]:
