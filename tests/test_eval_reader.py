@@ -18,7 +18,7 @@ import pytest
 
 from hqjepa.bands import S2_BANDS
 from hqjepa.eval.band_map import map_bands, s2_band_of
-from hqjepa.eval.dataset import GeoBenchSplit, segmentation_input_size
+from hqjepa.eval.dataset import GeoBenchSplit, native_input_size
 from hqjepa.eval.geobench import TASKS, GeoBenchTask, parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.safe_pickle import (
     GeoBenchFormatError, Sentinel1, Sentinel2, TaskSpecifications, UnsafePickleError, dumps_geobench, loads_attr,
@@ -126,7 +126,7 @@ def test_dataset_normalises_fills_and_resizes():
     seg = GeoBenchSplit(GeoBenchTask(FIXTURES, "m-cashew-plant"), "test", S2_BANDS, input_size=30)
     xs, ys = seg[0]
     assert xs.shape == (12, 30, 30) and ys.shape == (32, 32)             # the mask keeps its pixels
-    assert segmentation_input_size(256, 10) == 260 and segmentation_input_size(32, 10) == 30
+    assert [native_input_size(n, 10) for n in (32, 64, 120, 256, 4)] == [30, 60, 120, 260, 10]
 
 
 def _copy_task(tmp_path: Path, name: str) -> Path:

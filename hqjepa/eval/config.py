@@ -26,7 +26,7 @@ class RunSection:
     partition: str = _f("default", doc="GeoBench partition file <name>_partition.json")
     max_missing_bands: int = _f(2, lo=0, doc="encoder bands a task may lack (filled with the band mean)")
     random_init_seed: int = _f(0, lo=0, doc="torch seed of the random-init baseline encoder")
-    classification_size: Union[int, None] = _f(None, lo=1, doc="input px; null = the encoder's image_size")
+    classification_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
     segmentation_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
     limit_per_split: Union[int, None] = _f(None, lo=1, doc="use at most this many samples per split")
     num_workers: int = _f(0, lo=0, doc="DataLoader workers per evaluation")

@@ -9,11 +9,13 @@ y: int64 class index (multi-class) | float32 [n_classes] 0/1 (multi-label) |
    int64 [H, W] mask at the label's own size (segmentation; never resized, metrics are computed on
    GeoBench's pixels: the decoder upsamples its logits to the mask).
 
-Size rule (`input_size`): classification inputs go to the encoder's pretraining size
-(cfg.model.image_size, 120 px: the token grid it was trained on; GeoBench's own baselines likewise
-resize every task to their backbone's input size); segmentation inputs go to the native size rounded
-to the nearest multiple of the patch size (256 -> 260 with patch 10), keeping ~one token per
-10 x 10 pixels. The encoder's 2-D sin-cos positions are computed for any grid.
+Size rule (`input_size`): every task keeps its 10 m ground sampling; its native size is rounded
+to the nearest multiple of the encoder's patch size and the bands are resampled to it
+(m-so2sat 32 -> 30 px, m-eurosat / m-brick-kiln 64 -> 60, m-bigearthnet 120 -> 120,
+segmentation 256 -> 260 with patch 10), so a token always covers ~100 m x 100 m as in pretraining;
+the encoder's 2-D sin-cos positions are computed for any grid. (Resizing a 64 px scene to the
+pretraining 120 px would show the encoder 5 m pixels it never saw.) `run.classification_size` /
+`run.segmentation_size` in configs/eval.yaml override the rule with a fixed size.
 """
 
 from __future__ import annotations
@@ -30,16 +32,9 @@ from hqjepa.eval.geobench import GeoBenchTask
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 
 
-def segmentation_input_size(native_px: int, patch_size: int) -> int:
+def native_input_size(native_px: int, patch_size: int) -> int:
     """Native size rounded to the nearest multiple of the patch size (at least one patch)."""
     return max(patch_size, int(round(native_px / patch_size)) * patch_size)
-
-
-def input_size_for(task: GeoBenchTask, patch_size: int, pretrain_size: int, native_px: int) -> int:
-    """The documented size rule (module docstring)."""
-    if task.info.kind == "segmentation":
-        return segmentation_input_size(native_px, patch_size)
-    return pretrain_size
 
 
 class GeoBenchSplit(Dataset):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from hqjepa.eval.config import EvalConfig, eval_config_from_dict
-from hqjepa.eval.dataset import GeoBenchSplit, segmentation_input_size
+from hqjepa.eval.dataset import GeoBenchSplit, native_input_size
 from hqjepa.eval.geobench import SPLITS, TASKS, GeoBenchTask
 from hqjepa.eval.metrics import METRIC_NAMES
 from hqjepa.eval.probe import Features, extract_features, finetune, linear_probe
@@ -86,11 +86,9 @@ def open_splits(job: EvalJob, encoder: torch.nn.Module, model_cfg: Any) -> tuple
     cfg = job.eval_config()
     task = GeoBenchTask(job.benchmark_dir, job.task)
     patch = int(encoder.patch_size)
-    if task.info.kind == "segmentation":
-        native = int((task.specs.patch_size or (task.info.size_px,))[0])
-        size = cfg.run.segmentation_size or segmentation_input_size(native, patch)
-    else:
-        size = cfg.run.classification_size or int(model_cfg.image_size)
+    native = int((task.specs.patch_size or (task.info.size_px,))[0])
+    fixed = cfg.run.segmentation_size if task.info.kind == "segmentation" else cfg.run.classification_size
+    size = fixed or native_input_size(native, patch)
     if size % patch:
         raise GeoBenchFormatError(f"{job.task}: input size {size} px is not a multiple of the patch size {patch}")
     bands = tuple(getattr(encoder, "bands", None) or model_cfg.s2_bands)
