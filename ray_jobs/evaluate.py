@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            # address="local": a new local instance, even when another `ray start` runs on this machine
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     opts = {"num_cpus": 1, "num_gpus": args.gpu_fraction if gpus else 0}
     extract_remote = ray.remote(run_extract).options(**opts)
