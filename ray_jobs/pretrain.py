@@ -222,15 +222,28 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--resume {resume}: neither a run directory (no "
                                  "checkpoint_manager_snapshot.json) nor a checkpoint (no state.pt)")
             storage, name = str(resume.parent), resume.name
-    local_storage = "://" not in storage
-    run_dir = Path(storage) / name if local_storage else None
 
     start_ray(args.num_cpus)
-    from ray_jobs._data import training_dataset
-    from hqjepa.data.shards import load_manifest
+    summary = pretrain(cfg, storage=storage, name=name, workers=args.workers,
+                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                       max_failures=args.max_failures, resume_from=resume_from, cache_dir=Path(args.cache_dir),
+                       title=Path(args.config).stem)
+    print(json.dumps(summary), flush=True)
+    return 0
 
+
+def pretrain(cfg: Config, *, storage: str, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
+             cpus_per_worker: float | None = None, max_failures: int = 2, resume_from: str | None = None,
+             cache_dir: Path = ROOT / "runs" / "data", title: str = "") -> dict:
+    """Steps 2-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
+    with the same storage and name continues the run (Ray Train finds its snapshot); a larger
+    `train.max_steps` then trains further, as Ray Tune trials do round by round."""
+    from hqjepa.data.shards import load_manifest
+    from ray_jobs._data import training_dataset
+
+    run_dir = Path(storage) / name if "://" not in storage else None
     if cfg.data.source == "synthetic":
-        shard_dir = synthetic_shards(cfg, Path(args.cache_dir))
+        shard_dir = synthetic_shards(cfg, Path(cache_dir))
     else:
         shard_dir = cfg.data.shards  # a path or a URI (s3://...): pyarrow resolves it
     manifest = load_manifest(shard_dir)
@@ -239,18 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     if rows == 0:
         raise SystemExit(f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
                          "set data.split: null to train on every row")
-    spe, max_steps = plan_steps(cfg, rows, args.workers)
+    spe, max_steps = plan_steps(cfg, rows, workers)
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = cfg.data.deterministic  # deterministic split across ranks
     dataset = training_dataset(shard_dir, split=cfg.data.split, shuffle_files=not cfg.data.deterministic)
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1)
-    cpus = args.cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / args.workers))
-    resources = {"CPU": cpus, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
-    global_batch = cfg.optim.batch_size * args.workers * cfg.optim.accumulation
+    cpus = cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / workers))
+    resources = {"CPU": cpus, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    global_batch = cfg.optim.batch_size * workers * cfg.optim.accumulation
     print(json.dumps({"event": "plan", "run": name, "storage": storage, "shards": str(shard_dir), "rows": rows,
-                      "workers": args.workers, "resources_per_worker": resources, "global_batch": global_batch,
+                      "workers": workers, "resources_per_worker": resources, "global_batch": global_batch,
                       "steps_per_epoch": spe, "max_steps": max_steps}), flush=True)
 
     if run_dir is not None:
@@ -262,26 +275,24 @@ def main(argv: list[str] | None = None) -> int:
                            "resume_from": resume_from,
                            "tensorboard_dir": str(run_dir / "tensorboard") if run_dir else None,
                            "fault_marker": str(run_dir / ".fault_injected") if run_dir else None},
-        scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=bool(args.gpus_per_worker),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker),
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=name, storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
                                                checkpoint_score_attribute="loss_smooth",
                                                checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=args.max_failures)),
+            failure_config=FailureConfig(max_failures=max_failures)),
         datasets={"train": dataset},
         dataset_config=DataConfig(execution_options=ctx.execution_options))
     t0 = time.time()
     result = trainer.fit()
     if result.error is not None:
-        raise SystemExit(f"training failed: {result.error}")
-    summary = finish(result, run_dir, name, time.time() - t0, args.config)
-    print(json.dumps(summary), flush=True)
-    return 0
+        raise RuntimeError(f"training run {name} failed: {result.error}") from result.error
+    return finish(result, run_dir, name, time.time() - t0, title or name)
 
 
-def finish(result, run_dir: Path | None, name: str, seconds: float, config_path: str) -> dict:
+def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) -> dict:
     """Copy the final checkpoint's artifacts into the run directory; plot the losses."""
     from hqjepa.plotting import plot_losses
 
@@ -297,7 +308,7 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, config_path:
                 if (Path(d) / f).exists():
                     shutil.copy(Path(d) / f, run_dir / f)
         if (run_dir / "metrics.csv").exists():
-            plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {Path(config_path).stem}")
+            plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {title}")
         summary.update(export=str(run_dir / EXPORT_FILE), metrics_csv=str(run_dir / "metrics.csv"),
                        plot=str(run_dir / "losses.png"))
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
