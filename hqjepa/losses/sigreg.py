@@ -13,8 +13,10 @@ The statistic integrates the squared gap against the Gaussian window w(t) = exp(
 
 with knots t_k on [0, t_max] and c_k the trapezoid weights doubled (the integrand is even in t).
 L_sig = 1/M sum_m EP_m. N is the global number of embeddings: in a distributed run the averages
-Re/Im phi_m are all-reduced across ranks with a gradient-carrying all-reduce, so the statistic (and
-its gradient) is that of the global batch.
+Re/Im phi_m are all-reduced across ranks with a gradient-carrying all-reduce, so every rank holds
+the global batch's statistic. Its backward sums dL/dphi over ranks, so each rank's embeddings get
+world x their share of the global gradient, and DDP's averaging of parameter gradients turns that
+into exactly the global batch's gradient (tests/test_sigreg_distributed.py).
 """
 
 from __future__ import annotations
