@@ -86,15 +86,17 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     """Reference: the recurrence as a plain loop over L, differentiated by autograd."""
     u_, delta_, A_, B_, C_, dtype_in = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     b, d, L = u_.shape
-    G = B_.shape[1]
-    Bg = B_.repeat_interleave(d // G, dim=1) if G > 1 else B_.expand(b, d, *B_.shape[2:])  # [b,d,N,L]
-    Cg = C_.repeat_interleave(d // G, dim=1) if G > 1 else C_.expand(b, d, *C_.shape[2:])
-    h = u_.new_zeros(b, d, A_.shape[1])
+    G, N = B_.shape[1], A_.shape[1]
+    A4 = A_.view(G, d // G, N)
+    # unbind, not indexing: each index's backward would fill a whole [.., L] gradient (O(L^2)).
+    us, ds = u_.view(b, G, d // G, L).unbind(-1), delta_.view(b, G, d // G, L).unbind(-1)
+    Bs, Cs = B_.unbind(-1), C_.unbind(-1)                          # [b, G, N] each
+    h = u_.new_zeros(b, G, d // G, N)
     ys = []
     for t in range(L):
-        dt = delta_[:, :, t, None]
-        h = torch.exp(dt * A_) * h + dt * u_[:, :, t, None] * Bg[..., t]
-        ys.append((h * Cg[..., t]).sum(-1))
+        dt = ds[t].unsqueeze(-1)
+        h = torch.exp(dt * A4) * h + (dt * us[t].unsqueeze(-1)) * Bs[t].unsqueeze(2)
+        ys.append((h * Cs[t].unsqueeze(2)).sum(-1).reshape(b, d))
     y = torch.stack(ys, dim=-1) if L > 0 else u_.new_zeros(b, d, 0)
     return _finish(y, u_, D, z, dtype_in)
 
