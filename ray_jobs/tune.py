@@ -1,0 +1,355 @@
+"""Hyperparameter search for HQ-JEPA on Ray Tune + Optuna: short pretrainings scored by GeoBench probes.
+
+    python ray_jobs/tune.py --space tune_spaces/masking.yaml [--config configs/tiny.yaml] [--trials 20]
+        [--budget-epochs 2] [--rounds 2] [--metric geobench/m-eurosat/linear] [--sampler tpe]
+        [--benchmark-dir DIR] [--storage runs/tune] [--name masking] [--set section.key=value] [--resume]
+
+The story of a search:
+1. The base config (--config, --set), the search space (hqjepa/tuning/space.py), the metric, the
+   GeoBench directory, the eval settings and the budget are read and checked here: a bad space
+   fails before Ray starts. With data.source synthetic the shards are made (and cached) here too,
+   so concurrent trials never race to write them. Everything is kept in EXP/search.json
+   (EXP = storage/name), so `--resume` needs only the name.
+2. Ray starts embedded, or connects to a cluster (RAY_ADDRESS, as under `ray job submit`).
+3. Ray Tune runs the trials. Optuna draws each configuration: `OptunaSearch` takes the space as a
+   define-by-run function, with a seeded sampler (TPE by default; Optuna's GridSampler for a grid
+   space) and an SQLite study in EXP/optuna.db (`optuna-dashboard sqlite:///EXP/optuna.db` opens
+   it). ASHA, on the trial metric with rounds as its time, stops poor trials between rounds; a grid
+   runs every point at the full budget (FIFO) unless --scheduler asha.
+4. A trial (`run_trial`, a Tune function trainable holding --trial-cpus) trains in R rounds: each
+   round calls ray_jobs/pretrain.py's `pretrain` with a larger train.max_steps, which continues the
+   same Ray Train run (EXP/runs/<trial id>) from its latest checkpoint; the trial then probes the
+   export on the GeoBench task(s) in its own process (hqjepa/tuning/trial.py) and reports
+   {metric, round, ...} to Tune with a checkpoint naming the round.
+5. Interrupted (Ctrl-C, a lost driver): the same command with --resume restores the experiment
+   (Tuner.restore(..., resume_errored=True)); finished trials stay finished and are not re-run,
+   an unfinished trial continues at its next round from its Train run's latest checkpoint.
+6. EXP gets trials.csv and trials.md (every trial: parameters, metric, rounds, status), params.png
+   (metric vs each parameter), history.png (optimisation history) and best_config.yaml (the base
+   config with the best trial's values, for ray_jobs/pretrain.py --config).
+Exit status: 0 when every trial finished (some may have failed: see the table), 130 when the
+search was interrupted (resume it), 2 on a bad space, config or option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ray_jobs.pretrain import plan_steps, pretrain, start_ray, synthetic_shards  # noqa: E402  (sets Ray env first)
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override  # noqa: E402
+from hqjepa.eval.config import eval_config_from_dict, load_eval_config  # noqa: E402
+from hqjepa.eval.geobench import TASKS, resolve_benchmark_dir  # noqa: E402
+from hqjepa.eval.safe_pickle import GeoBenchFormatError  # noqa: E402
+from hqjepa.tuning.report import write_report  # noqa: E402
+from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict  # noqa: E402
+from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends  # noqa: E402
+
+DEFAULT_METRIC = "geobench/m-eurosat/linear"
+SETTINGS_FILE = "search.json"
+ROUND_FILE = "round.json"
+ROUNDS_LOG = "rounds.jsonl"
+INTERRUPTED = 130
+
+
+# --- one trial (runs in a Ray Tune trial actor) --------------------------------------------------------
+
+def trial_space(settings: dict) -> tuple[Config, SearchSpace]:
+    base = config_from_dict(settings["base_config"])
+    return base, space_from_dict(settings["space"], base, settings["space_source"])
+
+
+def run_trial(config: dict, settings: dict) -> None:
+    """R rounds of pretraining, each continuing the same Train run, each followed by a probe and a report."""
+    base, space = trial_space(settings)
+    trial_id = tune.get_context().get_trial_id()
+    cfg = budget_config(base, space.overrides(config), settings["budget_epochs"])
+    _, total = plan_steps(cfg, settings["rows"], settings["workers"])
+    ends = round_ends(total, settings["rounds"])
+    metrics = parse_metrics(settings["metric"])
+    objective = objective_name(metrics)
+    runs = Path(settings["exp_dir"]) / "runs"
+
+    done = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a restored trial: carry on after its last reported round
+        with checkpoint.as_directory() as d:
+            done = json.loads((Path(d) / ROUND_FILE).read_text())["round"]
+    for r in range(done + 1, settings["rounds"] + 1):
+        summary = pretrain(apply_overrides(cfg, {"train.max_steps": ends[r - 1]}), storage=str(runs), name=trial_id,
+                           workers=settings["workers"], gpus_per_worker=settings["gpus_per_worker"],
+                           cpus_per_worker=settings["cpus_per_worker"], max_failures=settings["max_failures"],
+                           cache_dir=Path(settings["cache_dir"]), title=f"{settings['name']} {trial_id}")
+        scores = evaluate_export(summary["export"], metrics, settings["benchmark_dir"], settings["eval_config"])
+        result = {objective: scores[objective], **scores, "round": r, "steps": ends[r - 1],
+                  "epochs": settings["budget_epochs"] * ends[r - 1] / total}
+        with (runs / trial_id / ROUNDS_LOG).open("a") as f:  # a plain record of every round that ran
+            f.write(json.dumps({"trial_id": trial_id, "time": time.time(), **result}) + "\n")
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / ROUND_FILE).write_text(json.dumps({"round": r, "steps": ends[r - 1]}))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+def check_settings(args: argparse.Namespace) -> dict:
+    """Step 1 of the module docstring: every input read and checked, nothing of Ray started."""
+    sets = dict(parse_override(s) for s in args.set)
+    base = load_config(args.config, sets)
+    space = load_space(args.space, base)
+    metric = args.metric or space.metric or DEFAULT_METRIC
+    metrics = parse_metrics(metric)
+    bench = resolve_benchmark_dir(args.benchmark_dir).resolve()
+    missing = [t for t, _ in metrics if not (bench / TASKS[t].benchmark / t).is_dir()]
+    if missing:
+        raise GeoBenchFormatError(f"{bench}: no task directory {TASKS[missing[0]].benchmark}/{missing[0]}")
+    eval_raw = load_eval_config(args.eval_config).to_dict()
+    for text in args.eval_set:
+        key, value = parse_override(text)
+        section, _, name = key.partition(".")
+        if section not in ("run", "linear", "finetune") or not name:
+            raise ConfigError(f"--eval-set {text}: expected run|linear|finetune.KEY=VALUE")
+        eval_raw[section][name] = value
+    eval_config = eval_config_from_dict(eval_raw).to_dict()
+    if space.is_grid:
+        if args.trials is not None and args.trials != len(space.grid):
+            raise ConfigError(f"--trials {args.trials}: the grid {space.source} has {len(space.grid)} points and "
+                              "runs each once")
+        if args.sampler != "tpe":
+            raise ConfigError(f"--sampler {args.sampler}: a grid runs with Optuna's GridSampler")
+    make_sampler(args.sampler, args.seed, space)  # an unknown sampler fails here
+    for name, value in (("--budget-epochs", args.budget_epochs), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ConfigError(f"{name} {value}: must be >= 1")
+
+    cache = Path(args.cache_dir).resolve()
+    if base.data.source == "synthetic":
+        shard_dir = synthetic_shards(base, cache)  # once, before any trial
+    else:
+        shard_dir = base.data.shards
+    from hqjepa.data.shards import load_manifest
+    manifest = load_manifest(shard_dir)
+    rows = (manifest.get("split_counts", {}).get(base.data.split, 0) if base.data.split else manifest["pairs"])
+    try:
+        _, total = plan_steps(budget_config(base, {}, args.budget_epochs), rows, args.workers)
+    except SystemExit as e:  # plan_steps speaks to the command line
+        raise ConfigError(str(e)) from None
+    round_ends(total, args.rounds)
+
+    storage = Path(args.storage).resolve()
+    name = args.name or Path(args.space).stem
+    return {"name": name, "storage": str(storage), "exp_dir": str(storage / name),
+            "space_source": space.source, "space_file": str(Path(args.space).resolve()),
+            "space": yaml_load(args.space), "config_file": str(Path(args.config).resolve()),
+            "base_config": base.to_dict(), "sets": list(args.set), "metric": metric, "mode": space.mode,
+            "trials": len(space.grid) if space.is_grid else (args.trials or 20),
+            "budget_epochs": args.budget_epochs, "rounds": args.rounds, "total_steps": total,
+            "sampler": "grid" if space.is_grid else args.sampler, "seed": args.seed,
+            "scheduler": args.scheduler or ("fifo" if space.is_grid else "asha"),
+            "reduction_factor": args.reduction_factor, "workers": args.workers,
+            "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker,
+            "trial_cpus": args.trial_cpus, "trial_gpus": args.trial_gpus, "max_concurrent": args.max_concurrent,
+            "max_failures": args.max_failures, "benchmark_dir": str(bench), "eval_config": eval_config,
+            "cache_dir": str(cache), "shard_dir": str(shard_dir), "rows": rows}
+
+
+def yaml_load(path: str) -> dict:
+    import yaml
+    return yaml.safe_load(Path(path).read_text())
+
+
+def plan_resources(settings: dict) -> dict:
+    """Concurrent trials and CPUs per Train worker for this cluster. Per concurrent trial Ray holds
+    the trial's own CPU share, the Train workers' CPUs and GPUs, and leaves ~1 CPU for Ray Data."""
+    res = ray.cluster_resources()
+    cpus, gpus = res.get("CPU", 1.0), res.get("GPU", 0.0)
+    workers = settings["workers"]
+    trial_cpus = settings["trial_cpus"]
+    if settings["gpus_per_worker"]:
+        concurrent = settings["max_concurrent"] or max(1, int(gpus // (workers * settings["gpus_per_worker"])))
+    else:
+        concurrent = settings["max_concurrent"] or 1
+    cpw = settings["cpus_per_worker"] or max(0.5, min(4.0, (cpus / concurrent - trial_cpus - 1.0) / workers))
+    return {"max_concurrent": concurrent, "cpus_per_worker": cpw}
+
+
+def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
+                                    {"cpu": settings["trial_cpus"], "gpu": settings["trial_gpus"]})
+    exp_dir = settings["exp_dir"]
+    if restore:
+        return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
+    _, space = trial_space(settings)
+    objective = objective_name(parse_metrics(settings["metric"]))
+    mode = settings["mode"]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(exp_dir) / 'optuna.db'}")
+    search = OptunaSearch(space=space, metric=objective, mode=mode, study_name=settings["name"], storage=storage,
+                          sampler=make_sampler(settings["sampler"], settings["seed"], space))
+    if settings["scheduler"] == "asha":
+        scheduler = ASHAScheduler(metric=objective, mode=mode, time_attr="round", max_t=settings["rounds"],
+                                  grace_period=1, reduction_factor=settings["reduction_factor"])
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=settings["trials"],
+                                    max_concurrent_trials=settings["max_concurrent"],
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(storage_path=settings["storage"], name=settings["name"],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def collect_rows(settings: dict) -> list[dict]:
+    """One row per trial from Tune's saved experiment state (hqjepa/tuning/report.py's format)."""
+    from ray.tune import ExperimentAnalysis
+
+    _, space = trial_space(settings)
+    objective = objective_name(parse_metrics(settings["metric"]))
+    rows = []
+    for number, trial in enumerate(ExperimentAnalysis(settings["exp_dir"]).trials):
+        last = trial.last_result or {}
+        rounds = int(last.get("round", 0) or 0)
+        if trial.status == "ERROR":
+            status = "error"
+        elif trial.status == "TERMINATED":
+            status = "complete" if rounds >= settings["rounds"] else "stopped early"
+        else:
+            status = "unfinished"
+        error = None
+        if status == "error":
+            err = trial.get_error()
+            error = str(err).strip().splitlines()[-1][:300] if err else "failed (see the trial's error.txt)"
+        params = {k: v for k, v in (trial.config or {}).items()}
+        point = space.point(params["setting"]) if space.is_grid and "setting" in params else None
+        rows.append({"number": number, "trial_id": trial.trial_id, "status": status, "rounds": rounds,
+                     "metric": last.get(objective), "error": error,
+                     "metrics": {k: v for k, v in last.items() if k.startswith("geobench/")},
+                     "values": space.overrides(params) if params else {},
+                     "setting": point.name if point else None, "factor": point.factor if point else None})
+    return rows
+
+
+def report(settings: dict) -> dict:
+    base, space = trial_space(settings)
+    objective = objective_name(parse_metrics(settings["metric"]))
+    header = [f"Best configuration of the search `ray_jobs/tune.py --space {settings['space_source']} "
+              f"--name {settings['name']}`.",
+              f"Base: {Path(settings['config_file']).name}" + "".join(f" --set {s}" for s in settings["sets"]),
+              f"Searched on {settings['budget_epochs']}-epoch budgets in {settings['rounds']} round(s); optim.epochs "
+              "and every key not listed below are the base config's."]
+    return write_report(settings["exp_dir"], collect_rows(settings), keys=space.keys, objective=objective,
+                        mode=settings["mode"], rounds=settings["rounds"], base=base,
+                        title=f"{settings['name']} ({settings['space_source']})", log_keys=space.log_keys,
+                        kinds=space.plot_kinds, best_header=header)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    storage = Path(args.storage).resolve()
+    try:
+        if args.resume:
+            if not args.name and not args.space:
+                raise ConfigError("--resume: name the search with --name (or the --space it was started with)")
+            exp_dir = storage / (args.name or Path(args.space).stem)
+            if not (exp_dir / SETTINGS_FILE).exists():
+                raise ConfigError(f"--resume: {exp_dir} holds no search ({SETTINGS_FILE} missing)")
+            settings = json.loads((exp_dir / SETTINGS_FILE).read_text())
+            trial_space(settings)  # still a valid space for the saved config
+        else:
+            if not args.space:
+                raise ConfigError("--space FILE is required (a YAML file of tune_spaces/)")
+            settings = check_settings(args)
+            if Path(settings["exp_dir"]).exists() and tune.Tuner.can_restore(settings["exp_dir"]):
+                raise ConfigError(f"{settings['exp_dir']} already holds a search: add --resume to continue it, "
+                                  "or give another --name")
+    except (ConfigError, GeoBenchFormatError, ValueError) as e:
+        print(f"tune: error: {e}", file=sys.stderr)
+        return 2
+
+    exp_dir = Path(settings["exp_dir"])
+    restore = bool(args.resume) and tune.Tuner.can_restore(str(exp_dir))
+    start_ray(args.num_cpus)
+    if not args.resume:
+        settings.update(plan_resources(settings))
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    print(json.dumps({"event": "search", "exp_dir": str(exp_dir), "resume": restore, "space": settings["space_source"],
+                      "trials": settings["trials"], "metric": settings["metric"], "sampler": settings["sampler"],
+                      "scheduler": settings["scheduler"], "rounds": settings["rounds"],
+                      "budget_epochs": settings["budget_epochs"], "steps": settings["total_steps"],
+                      "max_concurrent": settings["max_concurrent"], "cpus_per_worker": settings["cpus_per_worker"],
+                      "optuna": f"sqlite:///{exp_dir / 'optuna.db'}"}), flush=True)
+    build_tuner(settings, restore).fit()
+
+    paths = report(settings)
+    counts = paths["trials"]
+    interrupted = counts.get("unfinished", 0) > 0 or counts["total"] < settings["trials"]
+    print(Path(paths["table_md"]).read_text(), flush=True)
+    print(json.dumps({"event": "interrupted" if interrupted else "done", **paths}), flush=True)
+    if interrupted:
+        print(f"tune: the search stopped before every trial finished; continue it with --resume --name "
+              f"{settings['name']} --storage {settings['storage']}", file=sys.stderr)
+        return INTERRUPTED
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
+    p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"), help="base run config")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a base-config value (checked like the YAML)")
+    p.add_argument("--trials", type=int, default=None, help="trials to sample (default 20; a grid runs its points)")
+    p.add_argument("--budget-epochs", type=int, default=2, help="pretraining epochs per trial (optim.epochs)")
+    p.add_argument("--rounds", type=int, default=2, help="probe-and-report rounds per trial (ASHA's time)")
+    p.add_argument("--metric", default=None,
+                   help=f"geobench/<task>/<protocol>, or a comma list (mean); default: the space's, else {DEFAULT_METRIC}")
+    p.add_argument("--sampler", default="tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
+                   help="asha stops poor trials between rounds (default for sampled spaces); fifo runs all (grids)")
+    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA's reduction factor")
+    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
+    p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
+    p.add_argument("--eval-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override an eval-config value, e.g. linear.epochs=20 or run.seeds=[0]")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="default: the CPUs one concurrent trial may use, less its own share and 1 for Ray Data")
+    p.add_argument("--trial-cpus", type=float, default=0.5, help="CPUs the trial function itself holds (> 0)")
+    p.add_argument("--trial-gpus", type=float, default=0.0, help="GPU share of the trial function (for its probe)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: GPUs / GPUs per trial, or 1 without GPUs)")
+    p.add_argument("--max-failures", type=int, default=2, help="Train worker-group restarts within a trial")
+    p.add_argument("--storage", default=str(ROOT / "runs" / "tune"), help="where searches live (a local or shared path)")
+    p.add_argument("--name", default=None, help="the search's name (default: the space file's stem)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search STORAGE/NAME")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
+    p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where synthetic shards are cached")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
