@@ -33,9 +33,11 @@ class ConfigError(ValueError):
 # --- range metadata -------------------------------------------------------------------------------
 
 def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-       hi_open: bool = False, choices: tuple | None = None, doc: str = "") -> Any:
-    """A dataclass field with its allowed range (inclusive unless *_open) or set of choices."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "doc": doc}
+       hi_open: bool = False, choices: tuple | None = None, pair: bool = False, doc: str = "") -> Any:
+    """A dataclass field with its allowed range (inclusive unless *_open) or set of choices;
+    `pair=True` marks a [low, high] range, whose ends must be in order."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "pair": pair,
+            "doc": doc}
     if isinstance(default, (list, dict, tuple)) and not isinstance(default, tuple):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -116,10 +118,10 @@ class MaskConfig:
     """I-JEPA multiblock masking on the patch grid (scales are fractions of the grid's patches)."""
 
     num_targets: int = _f(4, lo=1, hi=16)
-    target_scale: tuple[float, float] = _f((0.15, 0.2), lo=0, hi=1, lo_open=True)
-    target_aspect: tuple[float, float] = _f((0.75, 1.5), lo=0, lo_open=True)
-    context_scale: tuple[float, float] = _f((0.85, 1.0), lo=0, hi=1, lo_open=True)
-    context_aspect: tuple[float, float] = _f((1.0, 1.0), lo=0, lo_open=True)
+    target_scale: tuple[float, float] = _f((0.15, 0.2), lo=0, hi=1, lo_open=True, pair=True)
+    target_aspect: tuple[float, float] = _f((0.75, 1.5), lo=0, lo_open=True, pair=True)
+    context_scale: tuple[float, float] = _f((0.85, 1.0), lo=0, hi=1, lo_open=True, pair=True)
+    context_aspect: tuple[float, float] = _f((1.0, 1.0), lo=0, lo_open=True, pair=True)
     min_keep: int = _f(10, lo=1, doc="fewest context patches a sample may keep")
     allow_overlap: bool = _f(False)
     max_tries: int = _f(20, lo=1, doc="redraws of the context block before falling back")
@@ -159,7 +161,7 @@ class OptimConfig:
     final_weight_decay: float = _f(0.4, lo=0)
     betas: tuple[float, float] = _f((0.9, 0.999), lo=0, hi=1, hi_open=True)
     grad_clip: float = _f(1.0, lo=0, doc="max global grad norm; 0 disables")
-    ema: tuple[float, float] = _f((0.996, 1.0), lo=0, hi=1)
+    ema: tuple[float, float] = _f((0.996, 1.0), lo=0, hi=1, doc="teacher momentum at the start and the end")
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
     seed: int = _f(0, lo=0)
 
@@ -256,7 +258,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
                 raise ConfigError(f"{key} = {value!r}: must be a {_type_name(tp)}")
             item_types = list(args)
         out = tuple(_coerce(f"{key}[{i}]", v, t, meta) for i, (v, t) in enumerate(zip(value, item_types)))
-        if len(out) == 2 and all(isinstance(v, (int, float)) for v in out) and out[0] > out[1]:
+        if meta.get("pair") and out[0] > out[1]:
             raise ConfigError(f"{key} = {list(out)!r}: must be a [low, high] pair with low <= high")
         return out
     if tp is bool:

@@ -65,3 +65,11 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_only_declared_ranges_must_be_ordered():
+    # betas is a pair of coefficients, not a [low, high] range: any order is a valid value
+    cfg = config_from_dict({"optim": {"betas": [0.99, 0.9]}})
+    assert cfg.optim.betas == (0.99, 0.9)
+    with pytest.raises(ConfigError, match=r"mask.target_aspect = \[1.5, 0.75\]: must be a \[low, high\] pair"):
+        config_from_dict({"mask": {"target_aspect": [1.5, 0.75]}})
