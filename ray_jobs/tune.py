@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -112,6 +113,18 @@ def check_settings(args: argparse.Namespace) -> dict:
     sets = dict(parse_override(s) for s in args.set)
     base = load_config(args.config, sets)
     space = load_space(args.space, base)
+    if space.is_grid:
+        if args.trials is not None and args.trials != len(space.grid):
+            raise ConfigError(f"--trials {args.trials}: the grid {space.source} has {len(space.grid)} points and "
+                              "runs each once")
+        if args.sampler != "tpe":
+            raise ConfigError(f"--sampler {args.sampler}: a grid runs with Optuna's GridSampler")
+    make_sampler(args.sampler, args.seed, space)  # an unknown sampler fails here
+    for name, value in (("--budget-epochs", args.budget_epochs), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ConfigError(f"{name} {value}: must be >= 1")
+    if args.trial_cpus <= 0:
+        raise ConfigError(f"--trial-cpus {args.trial_cpus}: must be > 0 (Ray refuses a trial of no resources)")
     metric = args.metric or space.metric or DEFAULT_METRIC
     metrics = parse_metrics(metric)
     bench = resolve_benchmark_dir(args.benchmark_dir).resolve()
@@ -126,16 +139,6 @@ def check_settings(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--eval-set {text}: expected run|linear|finetune.KEY=VALUE")
         eval_raw[section][name] = value
     eval_config = eval_config_from_dict(eval_raw).to_dict()
-    if space.is_grid:
-        if args.trials is not None and args.trials != len(space.grid):
-            raise ConfigError(f"--trials {args.trials}: the grid {space.source} has {len(space.grid)} points and "
-                              "runs each once")
-        if args.sampler != "tpe":
-            raise ConfigError(f"--sampler {args.sampler}: a grid runs with Optuna's GridSampler")
-    make_sampler(args.sampler, args.seed, space)  # an unknown sampler fails here
-    for name, value in (("--budget-epochs", args.budget_epochs), ("--rounds", args.rounds)):
-        if value < 1:
-            raise ConfigError(f"{name} {value}: must be >= 1")
 
     cache = Path(args.cache_dir).resolve()
     if base.data.source == "synthetic":
@@ -222,11 +225,16 @@ def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
 def collect_rows(settings: dict) -> list[dict]:
     """One row per trial from Tune's saved experiment state (hqjepa/tuning/report.py's format)."""
     from ray.tune import ExperimentAnalysis
+    # it warns about each trial that has no result yet; the table reports those as unfinished
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
     _, space = trial_space(settings)
     objective = objective_name(parse_metrics(settings["metric"]))
     rows = []
-    for number, trial in enumerate(ExperimentAnalysis(settings["exp_dir"]).trials):
+    for index, trial in enumerate(ExperimentAnalysis(settings["exp_dir"]).trials):
+        # start order: Tune's tag begins with the trial's 1-based count (its list is not ordered after a restore)
+        count = trial.experiment_tag.split("_", 1)[0]
+        number = int(count) - 1 if count.isdigit() else index
         last = trial.last_result or {}
         rounds = int(last.get("round", 0) or 0)
         if trial.status == "ERROR":
