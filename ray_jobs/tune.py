@@ -27,6 +27,8 @@ The story of a search:
 6. EXP gets trials.csv and trials.md (every trial: parameters, metric, rounds, status), params.png
    (metric vs each parameter), history.png (optimisation history) and best_config.yaml (the base
    config with the best trial's values, for ray_jobs/pretrain.py --config).
+On a multi-node cluster --storage must be a filesystem every node mounts at the same path (NFS):
+trials on other nodes write their Train runs under EXP/runs; only the driver opens EXP/optuna.db.
 Exit status: 0 when every trial finished (some may have failed: see the table), 130 when the
 search was interrupted (resume it), 2 on a bad space, config or option.
 """
@@ -79,7 +81,6 @@ def run_trial(config: dict, settings: dict) -> None:
     _, total = plan_steps(cfg, settings["rows"], settings["workers"])
     ends = round_ends(total, settings["rounds"])
     metrics = parse_metrics(settings["metric"])
-    objective = objective_name(metrics)
     runs = Path(settings["exp_dir"]) / "runs"
 
     done = 0
@@ -93,7 +94,7 @@ def run_trial(config: dict, settings: dict) -> None:
                            cpus_per_worker=settings["cpus_per_worker"], max_failures=settings["max_failures"],
                            cache_dir=Path(settings["cache_dir"]), title=f"{settings['name']} {trial_id}")
         scores = evaluate_export(summary["export"], metrics, settings["benchmark_dir"], settings["eval_config"])
-        result = {objective: scores[objective], **scores, "round": r, "steps": ends[r - 1],
+        result = {**scores, "round": r, "steps": ends[r - 1],   # scores holds the objective
                   "epochs": settings["budget_epochs"] * ends[r - 1] / total}
         with (runs / trial_id / ROUNDS_LOG).open("a") as f:  # a plain record of every round that ran
             f.write(json.dumps({"trial_id": trial_id, "time": time.time(), **result}) + "\n")
@@ -351,7 +352,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="trials at once (default: GPUs / GPUs per trial, or 1 without GPUs)")
     p.add_argument("--max-failures", type=int, default=2, help="Train worker-group restarts within a trial")
-    p.add_argument("--storage", default=str(ROOT / "runs" / "tune"), help="where searches live (a local or shared path)")
+    p.add_argument("--storage", default=str(ROOT / "runs" / "tune"),
+                   help="where searches live: a local path, or a shared filesystem on a multi-node cluster")
     p.add_argument("--name", default=None, help="the search's name (default: the space file's stem)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search STORAGE/NAME")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
