@@ -45,6 +45,7 @@ import itertools
 import json
 import math
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,7 +271,9 @@ def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.Ba
                 "gp": lambda: optuna.samplers.GPSampler(seed=seed)}
     if name not in samplers:
         raise SpaceError(f"unknown sampler {name!r}; one of {', '.join(SAMPLERS)}")
-    return samplers[name]()
+    with warnings.catch_warnings():  # qmc and gp are marked experimental in Optuna; chosen knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name]()
 
 
 # --- parsing and checking ----------------------------------------------------------------------------
