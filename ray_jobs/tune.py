@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from ray_jobs.pretrain import plan_steps, pretrain, start_ray, synthetic_shards  # noqa: E402  (sets Ray env first)
 
 import ray  # noqa: E402
+import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 
 from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override  # noqa: E402
@@ -173,7 +174,6 @@ def check_settings(args: argparse.Namespace) -> dict:
 
 
 def yaml_load(path: str) -> dict:
-    import yaml
     return yaml.safe_load(Path(path).read_text())
 
 
@@ -248,7 +248,7 @@ def collect_rows(settings: dict) -> list[dict]:
         if status == "error":
             err = trial.get_error()
             error = str(err).strip().splitlines()[-1][:300] if err else "failed (see the trial's error.txt)"
-        params = {k: v for k, v in (trial.config or {}).items()}
+        params = dict(trial.config or {})
         point = space.point(params["setting"]) if space.is_grid and "setting" in params else None
         rows.append({"number": number, "trial_id": trial.trial_id, "status": status, "rounds": rounds,
                      "metric": last.get(objective), "error": error,
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(settings["exp_dir"]).exists() and tune.Tuner.can_restore(settings["exp_dir"]):
                 raise ConfigError(f"{settings['exp_dir']} already holds a search: add --resume to continue it, "
                                   "or give another --name")
-    except (ConfigError, GeoBenchFormatError, ValueError) as e:
+    except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
         print(f"tune: error: {e}", file=sys.stderr)
         return 2
 
