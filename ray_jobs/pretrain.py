@@ -163,6 +163,11 @@ def start_ray(num_cpus: int | None) -> None:
     else:
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         os.environ["PYTHONPATH"] = pythonpath  # workers import hqjepa and ray_jobs from the checkout
+        # An embedded Ray has no dashboard, yet Train v2's placement-group cleaner asks the state API
+        # whether its controller lives; with no address that lookup follows /tmp/ray/ray_current_cluster
+        # to whatever `ray start` head ran last and can block 40 s per query (12 s added to every fit
+        # here). A closed port makes it fail at once.
+        os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
 

@@ -59,14 +59,15 @@ def test_encoder_any_grid_and_padding_invariance():
     ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0}, set()),
     ({"w_cm": 1.0, "w_sig": 0.0, "w_fqs": 0.0}, {"s1_encoder", "s1_proj"}),
     ({"w_cm": 1.0, "w_sig": 0.05, "w_fqs": 0.1}, {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}),
+    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_sig_ctx": 0.05}, {"sigreg"}),
 ])
 def test_only_used_parts_are_built(weights, built):
     model = HQJEPA(_cfg(**weights))
     optional = {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}
     assert {n for n in optional if hasattr(model, n)} == built
     out = model(_batch(model.cfg), step=0)
-    assert set(out.terms) == {"pred"} | {t for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"))
-                                          if weights[k] > 0}
+    assert set(out.terms) == {"pred"} | {t for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"),
+                                                         ("sig_ctx", "w_sig_ctx")) if weights.get(k, 0) > 0}
     assert torch.isfinite(out.total)
 
 

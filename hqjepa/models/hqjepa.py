@@ -46,7 +46,7 @@ class HQJEPA(nn.Module):
             p.requires_grad_(False)
         self.predictor = Predictor(m.embed_dim, m.predictor_embed_dim, m.predictor_depth, m.predictor_heads,
                                    m.mlp_ratio)
-        base = {"pred": 1.0, "cm": loss.w_cm, "sig": loss.w_sig, "fqs": loss.w_fqs}
+        base = {"pred": 1.0, "cm": loss.w_cm, "sig": loss.w_sig, "fqs": loss.w_fqs, "sig_ctx": loss.w_sig_ctx}
         self.weighting = LossWeighting(loss.weighting, base, loss.dwa_temperature)
         self.uses = set(self.weighting.names)
         if self.uses & {"cm", "sig"}:
@@ -55,6 +55,7 @@ class HQJEPA(nn.Module):
                                          nn.Linear(m.embed_dim, m.embed_dim))
         if "sig" in self.uses:
             self.fusion = CrossModalFusion(m.embed_dim, m.fusion_heads)
+        if self.uses & {"sig", "sig_ctx"}:
             self.sigreg = SIGReg(loss.sigreg_slices, loss.sigreg_knots, loss.sigreg_t_max, seed=cfg.optim.seed)
         if "fqs" in self.uses:
             from hqjepa.quantum.head import FQSHead
@@ -82,6 +83,8 @@ class HQJEPA(nn.Module):
         ctx = self.student(s2, ctx_idx, ctx_valid)                          # [B, Nc, D]
         pred = self.predictor(ctx, ctx_idx, ctx_valid, tgt_idx, tgt_valid, self.grid)
         terms = {"pred": prediction_loss(pred, targets, tgt_valid, beta)}
+        if "sig_ctx" in self.uses:  # every valid context token of the batch is one embedding
+            terms["sig_ctx"] = self.sigreg(ctx[ctx_valid], step)
         diagnostics: dict[str, torch.Tensor] = {}
 
         if self.uses & {"cm", "sig"}:
