@@ -85,10 +85,14 @@ def test_job_submit_with_token_runs_pretraining(head, tmp_path):
     for s in SMALL:
         if not s.startswith("data.synthetic_pairs"):
             args += ["--set", s]
-    submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
-                             "--submission-id", f"hqjepa-test-{secrets.token_hex(4)}", "--", *args],
-                            env={**env, "RAY_API_SERVER_ADDRESS": url}, capture_output=True, text=True,
-                            timeout=900)
+    for _ in range(30):  # the job server answers before the node's job agent is up: Ray says "try again later"
+        submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
+                                 "--submission-id", f"hqjepa-test-{secrets.token_hex(4)}", "--", *args],
+                                env={**env, "RAY_API_SERVER_ADDRESS": url}, capture_output=True, text=True,
+                                timeout=900)
+        if "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(2)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in (submit.stdout + submit.stderr).lower()
     run = storage / "submitted"
