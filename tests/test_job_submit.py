@@ -44,12 +44,16 @@ def _status(url: str, token: str | None) -> int:
 def head():
     token = secrets.token_hex(32)
     gcs, dash = _free_port(), _free_port()
+    # every agent port explicit and free: an earlier test's Ray (or a stray one) may still hold the defaults
+    # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent"
+    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                   f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
     temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
                              f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}"], env=env, start_new_session=True,
+                             f"--temp-dir={temp_dir}", *agent_ports], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -85,14 +89,15 @@ def test_job_submit_with_token_runs_pretraining(head, tmp_path):
     for s in SMALL:
         if not s.startswith("data.synthetic_pairs"):
             args += ["--set", s]
-    for _ in range(30):  # the job server answers before the node's job agent is up: Ray says "try again later"
+    deadline = time.monotonic() + 300  # the job server answers before the node's agent is up ("try again later")
+    while True:
         submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
                                  "--submission-id", f"hqjepa-test-{secrets.token_hex(4)}", "--", *args],
                                 env={**env, "RAY_API_SERVER_ADDRESS": url}, capture_output=True, text=True,
                                 timeout=900)
-        if "No available agent" not in submit.stdout + submit.stderr:
+        if "No available agent" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
             break
-        time.sleep(2)
+        time.sleep(3)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in (submit.stdout + submit.stderr).lower()
     run = storage / "submitted"
