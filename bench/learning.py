@@ -1,10 +1,13 @@
 """Learning signal: does pretraining beat a random encoder of the same architecture on GeoBench?
 
     python bench/learning.py [--config configs/tiny.yaml] [--max-steps N] [--out runs/learning]
-                             [--samples 80] [--seeds 3] [--checkpoint export.pt] [--set linear.epochs=50]
+                             [--pretrain-set loss.w_sig_ctx=0.05] [--samples 80] [--seeds 3]
+                             [--checkpoint export.pt] [--set linear.epochs=50]
 
-1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps
-   (`python -m hqjepa.pretrain_local`, which writes OUT/pretrain/export.pt); `--checkpoint` skips it;
+1. pretrain `--config` (with any `--pretrain-set` overrides) on synthetic S1/S2 pairs for a fixed
+   budget of `--max-steps` optimiser steps, the schedules (lr, weight decay, EMA) stretched to end
+   there (`python -m hqjepa.pretrain_local`, which writes OUT/pretrain/export.pt: the EMA target
+   encoder unless `train.export_encoder=student`); `--checkpoint` skips it;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`, `--samples` per task, split 50/25/25);
 3. linear-probe every task with the pretrained encoder and with a random-init encoder of the same
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -29,12 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hqjepa.config import parse_override  # noqa: E402
+from hqjepa.config import load_config, parse_override  # noqa: E402
 from hqjepa.eval.config import eval_config_from_dict, load_eval_config  # noqa: E402
 from hqjepa.eval.geobench import TASKS  # noqa: E402
 from hqjepa.eval.report import summarize, write_report  # noqa: E402
 from hqjepa.eval.runner import EvalJob, run_extract, run_linear  # noqa: E402
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
+from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="pretraining config")
     p.add_argument("--max-steps", type=int, default=None,
                    help="pretraining budget in optimiser steps (default: the config's epochs)")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="pretraining config override (repeatable), e.g. loss.w_sig_ctx=0.05")
     p.add_argument("--checkpoint", default=None, help="use this encoder export instead of pretraining")
     p.add_argument("--out", default=str(ROOT / "runs" / "learning"))
     p.add_argument("--samples", type=int, default=80, help="synthetic GeoBench samples per task")
@@ -59,8 +66,13 @@ def pretrain(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
     if args.checkpoint:
         return Path(args.checkpoint), {"pretrain_steps": None, "pretrain_seconds": None}
     cmd = [sys.executable, "-m", "hqjepa.pretrain_local", "--config", args.config, "--out", str(out)]
+    for text in args.pretrain_set:
+        cmd += ["--set", text]
     if args.max_steps is not None:
-        cmd += ["--max-steps", str(args.max_steps)]
+        # stretch the epochs so that the lr / EMA schedules end at the budget instead of being cut
+        cfg = load_config(args.config, dict(parse_override(t) for t in args.pretrain_set))
+        per_epoch = steps_per_epoch(cfg, cfg.data.synthetic_pairs)
+        cmd += ["--set", f"optim.epochs={math.ceil(args.max_steps / per_epoch)}", "--max-steps", str(args.max_steps)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     t0 = time.time()
@@ -123,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(out / "eval", records, {"checkpoint": str(checkpoint), "benchmark_dir": str(bench),
                                                   "eval_config": config, **budget},
                          {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
-    print(json.dumps({"summary": True, "config": args.config, **budget, "samples_per_task": args.samples,
+    print(json.dumps({"summary": True, "config": args.config, "pretrain_set": args.pretrain_set, **budget, "samples_per_task": args.samples,
                       "seeds": args.seeds, "tasks": len(tasks), "tasks_improved": sum(d > 0 for d in deltas),
                       "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
                       "synth_seconds": round(synth_seconds, 1), "eval_seconds": round(eval_seconds, 1),

@@ -138,16 +138,25 @@ def load_training_state(path: str | Path, trainer: Any, np_rng: np.random.Genera
 # --- encoder export --------------------------------------------------------------------------------
 
 def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
-    """Write the student encoder as a plain state dict with its config (ready for evaluation)."""
+    """Write an encoder (the one `train.export_encoder` names) as a plain state dict with its config,
+    ready for evaluation; `extra["encoder"]` records which one it is."""
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     atomic_save({"format": ENCODER_FORMAT, "config": cfg.to_dict(), "encoder": state,
                  "extra": extra or {}}, path)
 
 
+def export_trained_encoder(path: str | Path, core: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
+    """Export the encoder `cfg.train.export_encoder` names from an HQ-JEPA model (`core.teacher`, the
+    EMA target encoder, by default: I-JEPA evaluates its target encoder; `core.student` otherwise)."""
+    which = cfg.train.export_encoder
+    export_encoder(path, getattr(core, which), cfg, {**(extra or {}), "encoder": which})
+
+
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
                  expect: Config | None = None) -> tuple[torch.nn.Module, Config]:
     """Build the encoder a file describes and load its weights. Accepts an encoder export or a
-    training-state checkpoint (its student is used). `expect` refuses a different architecture."""
+    training-state checkpoint (the encoder its `train.export_encoder` names: teacher by default).
+    `expect` refuses a different architecture."""
     from hqjepa.models.encoder import build_encoder
 
     path = Path(path)
@@ -159,7 +168,8 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
             obj = _load(path, TRAIN_FORMAT, map_location)
         except CheckpointError:
             raise first from None
-        prefix = "student."
+        cfg = _config_of(path, obj)
+        prefix = cfg.train.export_encoder + "."
         state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
     cfg = _config_of(path, obj)
     if expect is not None:

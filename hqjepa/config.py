@@ -193,6 +193,9 @@ class TrainConfig:
     checkpoint_every: int = _f(50, lo=1)
     keep_checkpoints: int = _f(2, lo=1)
     fail_at_step: Union[int, None] = _f(None, lo=0, doc="fault injection: raise at this step once")
+    export_encoder: str = _f("teacher", choices=("teacher", "student"),
+                             doc="encoder written to export.pt: the EMA target encoder (I-JEPA evaluates it) "
+                                 "or the student context encoder")
 
 
 @dataclass

@@ -5,8 +5,8 @@
 
 Writes to --out: metrics.csv (every step: the four losses, the FQS collapse gap, lr, EMA momentum,
 samples/s, data-wait fraction), tensorboard/, checkpoint.pt (training state, every
-`train.checkpoint_every` steps and at the end), export.pt (the student encoder for evaluation),
-losses.png (the four loss curves) and config.yaml. The data order and the masks are seeded per
+`train.checkpoint_every` steps and at the end), export.pt (the encoder `train.export_encoder`
+names, the EMA teacher by default, for evaluation), losses.png (the four loss curves) and config.yaml. The data order and the masks are seeded per
 epoch, so `--resume` continues exactly where the run stopped.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hqjepa.checkpoint import export_encoder, load_training_state, save_training_state
+from hqjepa.checkpoint import export_trained_encoder, load_training_state, save_training_state
 from hqjepa.config import Config, load_config, parse_override, save_config
 from hqjepa.engine import Trainer
 from hqjepa.loop import FaultInjector, run_steps
@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         log.close()
-    export_encoder(out / "export.pt", trainer.core.student, cfg, {"step": trainer.step})
+    export_trained_encoder(out / "export.pt", trainer.core, cfg, {"step": trainer.step})
     plot_losses(out / "metrics.csv", out / "losses.png", title=f"HQ-JEPA {Path(args.config).stem}")
     summary = {"steps": trainer.step, "skipped_steps": trainer.skipped_steps, "run_dir": str(out),
                "checkpoint": str(ckpt), "export": str(out / "export.pt"), "plot": str(out / "losses.png")}

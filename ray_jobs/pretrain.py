@@ -21,8 +21,9 @@ The story of a run:
 6. A worker failure restarts the group from the latest checkpoint (FailureConfig); rerunning with
    --resume RUN_DIR continues a stopped run. Either way training resumes at the step after the
    checkpoint, skipping the micro-batches that step had already consumed.
-7. At the end the driver writes RUN_DIR/export.pt (the student encoder + config, ready for
-   `ray_jobs/evaluate.py`), metrics.csv, losses.png and summary.json, and prints the summary.
+7. At the end the driver writes RUN_DIR/export.pt (the EMA target encoder, or the student with
+   `--set train.export_encoder=student`, and the config, ready for `ray_jobs/evaluate.py`), metrics.csv,
+   losses.png and summary.json, and prints the summary.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import torch
 
-    from hqjepa.checkpoint import export_encoder, load_training_state, save_training_state
+    from hqjepa.checkpoint import export_trained_encoder, load_training_state, save_training_state
     from hqjepa.engine import Trainer
     from hqjepa.loop import FaultInjector, run_steps
     from hqjepa.models.hqjepa import HQJEPA
@@ -136,7 +137,7 @@ def train_loop(config: dict) -> None:
                 save_training_state(Path(tmp) / STATE_FILE, trainer)
                 shutil.copy(log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
                 if step == max_steps:
-                    export_encoder(Path(tmp) / EXPORT_FILE, trainer.core.student, cfg, {"step": step})
+                    export_trained_encoder(Path(tmp) / EXPORT_FILE, trainer.core, cfg, {"step": step})
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
                                  checkpoint_dir_name=f"step_{step:07d}")
         else:

@@ -85,3 +85,30 @@ def test_state_roundtrip_continues_identically():
     la = a.train_step([batches[1]])["loss"]
     lb = b.train_step([batches[1]])["loss"]
     assert la == pytest.approx(lb, rel=1e-6) and a.step == b.step == 2
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_export_writes_the_encoder_train_export_encoder_names(tmp_path, which):
+    from hqjepa.checkpoint import export_trained_encoder, load_encoder, save_training_state
+
+    t = _trainer()
+    t.cfg.train.export_encoder = which
+    t.train_step([_batch(t.cfg)])  # after a step the EMA teacher and the student differ
+    assert any(not torch.equal(a, b) for a, b in zip(t.core.student.parameters(), t.core.teacher.parameters()))
+    export_trained_encoder(tmp_path / "export.pt", t.core, t.cfg, {"step": t.step})
+    assert torch.load(tmp_path / "export.pt", weights_only=True)["extra"] == {"step": 1, "encoder": which}
+    save_training_state(tmp_path / "state.pt", t)
+    want = getattr(t.core, which).state_dict()
+    for path in ("export.pt", "state.pt"):  # an export and a training checkpoint give the same encoder
+        encoder, _ = load_encoder(tmp_path / path)
+        got = encoder.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_export_encoder_setting_is_checked():
+    from hqjepa.config import ConfigError
+
+    raw = {k: dict(v) for k, v in SMALL.items()}
+    raw["train"] = {"export_encoder": "predictor"}
+    with pytest.raises(ConfigError, match=r"train.export_encoder.*one of 'teacher', 'student'"):
+        config_from_dict(raw)
