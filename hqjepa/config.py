@@ -348,16 +348,20 @@ def config_from_dict(raw: Any) -> Config:
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config, apply dotted-key overrides, check everything, return a Config."""
+def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError) -> Any:
+    """The parsed YAML of `path`; a missing file or bad YAML raises `error` naming `what` and the path."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    cfg = config_from_dict(raw)
+        raise error(f"{what} {path} is not valid YAML: {e}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config, apply dotted-key overrides, check everything, return a Config."""
+    cfg = config_from_dict(read_yaml(path, "config file"))
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 

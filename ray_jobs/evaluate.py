@@ -33,8 +33,8 @@ from pathlib import Path
 import ray
 import yaml
 
-from hqjepa.config import ConfigError, parse_override
-from hqjepa.eval.config import load_eval_config, eval_config_from_dict
+from hqjepa.config import ConfigError
+from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
 from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.report import write_report
 from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, run_extract, run_finetune, run_linear
@@ -61,13 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> dict:
-    raw = load_eval_config(args.eval_config).to_dict()
-    for text in args.set:
-        key, value = parse_override(text)
-        section, _, name = key.partition(".")
-        if section not in ("run", "linear", "finetune") or not name:
-            raise ConfigError(f"--set {text}: expected run|linear|finetune.KEY=VALUE")
-        raw[section][name] = value
+    raw = apply_eval_overrides(load_eval_config(args.eval_config).to_dict(), args.set)
     if args.seeds is not None:
         raw["run"]["seeds"] = list(range(args.seeds))
     return eval_config_from_dict(raw).to_dict()  # checked

@@ -53,7 +53,7 @@ import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 
 from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override  # noqa: E402
-from hqjepa.eval.config import eval_config_from_dict, load_eval_config  # noqa: E402
+from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
 from hqjepa.eval.geobench import TASKS, resolve_benchmark_dir  # noqa: E402
 from hqjepa.eval.safe_pickle import GeoBenchFormatError  # noqa: E402
 from hqjepa.tuning.report import write_report  # noqa: E402
@@ -133,13 +133,7 @@ def check_settings(args: argparse.Namespace) -> dict:
     missing = [t for t, _ in metrics if not (bench / TASKS[t].benchmark / t).is_dir()]
     if missing:
         raise GeoBenchFormatError(f"{bench}: no task directory {TASKS[missing[0]].benchmark}/{missing[0]}")
-    eval_raw = load_eval_config(args.eval_config).to_dict()
-    for text in args.eval_set:
-        key, value = parse_override(text)
-        section, _, name = key.partition(".")
-        if section not in ("run", "linear", "finetune") or not name:
-            raise ConfigError(f"--eval-set {text}: expected run|linear|finetune.KEY=VALUE")
-        eval_raw[section][name] = value
+    eval_raw = apply_eval_overrides(load_eval_config(args.eval_config).to_dict(), args.eval_set, "--eval-set")
     eval_config = eval_config_from_dict(eval_raw).to_dict()
 
     cache = Path(args.cache_dir).resolve()

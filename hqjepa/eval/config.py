@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
 
-from hqjepa.config import ConfigError, _build_section, _f
+from hqjepa.config import ConfigError, _build_section, _f, parse_override, read_yaml
 from hqjepa.eval.geobench import TASKS
 
 
@@ -116,11 +115,16 @@ def eval_config_from_dict(raw: Any) -> EvalConfig:
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"eval config {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"eval config {path} is not valid YAML: {e}") from None
-    return eval_config_from_dict(raw)
+    return eval_config_from_dict(read_yaml(path, "eval config"))
+
+
+def apply_eval_overrides(raw: dict[str, Any], texts: list[str], flag: str = "--set") -> dict[str, Any]:
+    """Apply `run|linear|finetune.KEY=VALUE` overrides (command-line text) to a raw eval config, in place;
+    anything else raises a ConfigError naming `flag` (values are checked when the config is built)."""
+    for text in texts:
+        key, value = parse_override(text)
+        section, _, name = key.partition(".")
+        if section not in ("run", "linear", "finetune") or not name:
+            raise ConfigError(f"{flag} {text}: expected run|linear|finetune.KEY=VALUE")
+        raw[section][name] = value
+    return raw

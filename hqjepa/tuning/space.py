@@ -51,9 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
-from hqjepa.config import Config, ConfigError, apply_overrides
+from hqjepa.config import Config, ConfigError, apply_overrides, read_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "pair")
 TOP_LEVEL = ("metric", "mode", "params", "grid")
@@ -517,11 +516,4 @@ def _grid(check: _Checker, raw: Any) -> list[GridPoint]:
 
 def load_space(path: str | Path, base: Config) -> SearchSpace:
     """Read and check a search-space YAML file against the base config."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"search space {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise SpaceError(f"search space {path} is not valid YAML: {e}") from None
-    return space_from_dict(raw, base, source=path.name)
+    return space_from_dict(read_yaml(path, "search space", SpaceError), base, source=Path(path).name)
