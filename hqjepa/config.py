@@ -135,8 +135,10 @@ class LossConfig:
     w_cm: float = _f(1.0, lo=0)
     w_sig: float = _f(0.05, lo=0)
     w_fqs: float = _f(0.1, lo=0)
-    w_sig_ctx: float = _f(0.0, lo=0, doc="SIGReg on the student's context tokens too (LeJEPA's placement); "
-                                         "0 = the paper's objective")
+    w_sig_ctx: float = _f(0.0, lo=0, doc="SIGReg on the student's context embeddings too; 0 = the paper's objective")
+    sig_ctx_on: str = _f("tokens", choices=("tokens", "pooled"),
+                         doc="what w_sig_ctx regularises: every valid context token, or each sample's mean "
+                             "context token (LeJEPA regularises per-image embeddings)")
     smooth_l1_beta: float = _f(1.0, lo=0, lo_open=True)
     cm_loss: str = _f("smooth_l1", choices=("smooth_l1", "mse"))
     sigreg_slices: int = _f(256, lo=1)

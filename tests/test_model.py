@@ -93,3 +93,20 @@ def test_teacher_starts_equal_and_follows_ema():
     model.update_teacher(0.75)
     for b, s, t in zip(before, model.student.parameters(), model.teacher.parameters()):
         assert torch.allclose(t, 0.75 * b + 0.25 * s)
+
+
+@pytest.mark.parametrize("on", ["tokens", "pooled"])
+def test_sigreg_on_context_sees_tokens_or_one_mean_token_per_sample(on):
+    from hqjepa.losses.masked import masked_pool
+
+    torch.manual_seed(0)
+    model = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0, w_sig_ctx=0.05, sig_ctx_on=on))
+    batch = _batch(model.cfg)
+    seen = []
+    model.sigreg.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+    out = model(batch, step=0)
+    ctx = model.student(batch["s2"], batch["ctx_idx"], batch["ctx_valid"]).detach()
+    want = ctx[batch["ctx_valid"]] if on == "tokens" else masked_pool(ctx, batch["ctx_valid"])
+    assert len(seen) == 1 and torch.allclose(seen[0], want, atol=1e-5)
+    assert seen[0].shape[0] == (int(batch["ctx_valid"].sum()) if on == "tokens" else 4)
+    assert torch.isfinite(out.terms["sig_ctx"])

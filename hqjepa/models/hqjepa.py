@@ -83,8 +83,9 @@ class HQJEPA(nn.Module):
         ctx = self.student(s2, ctx_idx, ctx_valid)                          # [B, Nc, D]
         pred = self.predictor(ctx, ctx_idx, ctx_valid, tgt_idx, tgt_valid, self.grid)
         terms = {"pred": prediction_loss(pred, targets, tgt_valid, beta)}
-        if "sig_ctx" in self.uses:  # every valid context token of the batch is one embedding
-            terms["sig_ctx"] = self.sigreg(ctx[ctx_valid], step)
+        if "sig_ctx" in self.uses:  # every valid context token is one embedding, or each sample's mean token
+            emb = ctx[ctx_valid] if self.cfg.loss.sig_ctx_on == "tokens" else masked_pool(ctx, ctx_valid)
+            terms["sig_ctx"] = self.sigreg(emb, step)
         diagnostics: dict[str, torch.Tensor] = {}
 
         if self.uses & {"cm", "sig"}:
