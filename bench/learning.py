@@ -75,7 +75,8 @@ def pretrain(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
         # stretch the epochs so that the lr / EMA schedules end at the budget instead of being cut
         cfg = load_config(args.config, dict(parse_override(t) for t in args.pretrain_set))
         per_epoch = steps_per_epoch(cfg, cfg.data.synthetic_pairs)
-        cmd += ["--set", f"optim.epochs={math.ceil(args.max_steps / per_epoch)}", "--max-steps", str(args.max_steps)]
+        cmd += ["--set", f"optim.epochs={math.ceil(args.max_steps / per_epoch)}",
+                "--max-steps", str(args.max_steps)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     t0 = time.time()
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(out / "eval", records, {"checkpoint": str(checkpoint), "benchmark_dir": str(bench),
                                                   "eval_config": config, **budget},
                          {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
-    print(json.dumps({"summary": True, "config": args.config, "pretrain_set": args.pretrain_set, **budget, "samples_per_task": args.samples,
+    print(json.dumps({"summary": True, "config": args.config, "pretrain_set": args.pretrain_set, **budget,
+                      "samples_per_task": args.samples,
                       "segmentation_samples_per_task": args.segmentation_samples or args.samples,
                       "seeds": args.seeds, "tasks": len(tasks), "tasks_improved": sum(d > 0 for d in deltas),
                       "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,

@@ -138,8 +138,7 @@ def load_training_state(path: str | Path, trainer: Any, np_rng: np.random.Genera
 # --- encoder export --------------------------------------------------------------------------------
 
 def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
-    """Write an encoder (the one `train.export_encoder` names) as a plain state dict with its config,
-    ready for evaluation; `extra["encoder"]` records which one it is."""
+    """Write `encoder` as a plain state dict with its config and `extra`, ready for evaluation."""
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     atomic_save({"format": ENCODER_FORMAT, "config": cfg.to_dict(), "encoder": state,
                  "extra": extra or {}}, path)
@@ -168,8 +167,7 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
             obj = _load(path, TRAIN_FORMAT, map_location)
         except CheckpointError:
             raise first from None
-        cfg = _config_of(path, obj)
-        prefix = cfg.train.export_encoder + "."
+        prefix = _config_of(path, obj).train.export_encoder + "."
         state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
     cfg = _config_of(path, obj)
     if expect is not None:

@@ -6,8 +6,9 @@
 Writes to --out: metrics.csv (every step: the four losses, the FQS collapse gap, lr, EMA momentum,
 samples/s, data-wait fraction), tensorboard/, checkpoint.pt (training state, every
 `train.checkpoint_every` steps and at the end), export.pt (the encoder `train.export_encoder`
-names, the EMA teacher by default, for evaluation), losses.png (the four loss curves) and config.yaml. The data order and the masks are seeded per
-epoch, so `--resume` continues exactly where the run stopped.
+names, the EMA teacher by default, for evaluation), losses.png (the four loss curves) and
+config.yaml. The data order and the masks are seeded per epoch, so `--resume` continues exactly
+where the run stopped.
 """
 
 from __future__ import annotations

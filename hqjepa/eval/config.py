@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-
 from hqjepa.config import ConfigError, _build_section, _f, parse_override, read_yaml
 from hqjepa.eval.geobench import TASKS
 
