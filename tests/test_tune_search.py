@@ -19,13 +19,11 @@ import pytest
 
 from hqjepa.config import load_config
 from hqjepa.eval.synth_geobench import write_benchmark
+from tests.test_pretrain_ray import SMALL as TRAIN_SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.d_state=4",
-         "model.predictor_embed_dim=16", "model.predictor_depth=1", "model.predictor_heads=2",
-         "model.s1_embed_dim=16", "model.s1_depth=1", "model.s1_heads=2", "model.fusion_heads=2",
-         "loss.sigreg_slices=16", "optim.batch_size=8", "data.synthetic_pairs=96", "data.shuffle_buffer=16",
-         "train.checkpoint_every=2", "train.steps_per_epoch=2"]
+# the training tests' small model and data; a trial's epochs come from --budget-epochs, so 2 steps each
+SMALL = [s for s in TRAIN_SMALL if not s.startswith("optim.epochs=")] + ["train.steps_per_epoch=2"]
 ROUNDS = 2
 
 
