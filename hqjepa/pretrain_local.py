@@ -38,13 +38,19 @@ def _synthetic_pairs(n: int, seed: int, max_classes: int):
 
 
 def synthetic_loader(cfg: Config, epoch: int):
-    """The epoch's batches: a seeded shuffle of the synthetic pairs and seeded masks."""
+    """The epoch's batches: a seeded shuffle of the synthetic pairs (the first steps_per_epoch
+    global batches of it; more than one pass when steps_per_epoch asks for more) and seeded masks."""
     from hqjepa.data.collate import MaskCollator
 
     dataset = _synthetic_pairs(cfg.data.synthetic_pairs, cfg.optim.seed, cfg.data.synthetic_classes)
     g = torch.Generator().manual_seed(cfg.optim.seed * 100_003 + epoch)
+    # Draw exactly the epoch's samples: with train.steps_per_epoch below len(dataset) / batch, a
+    # full shuffle would render (and the loop drain) batches no step uses. With num_samples = the
+    # whole dataset this is DataLoader(shuffle=True)'s own sampler, the same order.
+    used = steps_per_epoch(cfg, len(dataset)) * cfg.optim.batch_size * cfg.optim.accumulation
+    sampler = torch.utils.data.RandomSampler(dataset, num_samples=used, generator=g)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.optim.batch_size, shuffle=True, generator=g, drop_last=True,
+        dataset, batch_size=cfg.optim.batch_size, sampler=sampler, generator=g, drop_last=True,
         collate_fn=MaskCollator(cfg.mask, cfg.model.grid, seed=cfg.optim.seed * 100_003 + epoch),
         num_workers=0)
 

@@ -1,6 +1,7 @@
 """The framework-free training step: schedules, weight-decay groups, non-finite steps, state."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,23 @@ def test_export_encoder_setting_is_checked():
     raw["train"] = {"export_encoder": "predictor"}
     with pytest.raises(ConfigError, match=r"train.export_encoder.*one of 'teacher', 'student'"):
         config_from_dict(raw)
+
+
+def test_synthetic_epoch_draws_only_the_batches_its_steps_use():
+    """train.steps_per_epoch below pairs / batch: the epoch renders just those batches (no drain of
+    the rest); above it: further passes of fresh permutations; without it: one full shuffle."""
+    from hqjepa.config import load_config
+    from hqjepa.pretrain_local import synthetic_loader
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+    def ids(loader):  # a pair's fingerprint: its S2 sum
+        return [tuple(round(v, 3) for v in b["s2"].double().sum((1, 2, 3)).tolist()) for b in loader]
+
+    base = {"data.synthetic_pairs": 24, "optim.batch_size": 4, "model.depth": 2}
+    full = ids(synthetic_loader(load_config(tiny, base), 0))
+    assert len(full) == 6 and len({x for b in full for x in b}) == 24      # every pair once
+    short = ids(synthetic_loader(load_config(tiny, {**base, "train.steps_per_epoch": 2}), 0))
+    assert short == full[:2]                                                # same order, cut
+    long = ids(synthetic_loader(load_config(tiny, {**base, "train.steps_per_epoch": 9}), 0))
+    assert len(long) == 9 and long[:6] == full
