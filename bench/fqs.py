@@ -19,11 +19,15 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from hqjepa.quantum.fidelity import swap_test_fidelity
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without an install
+
+from hqjepa.quantum.fidelity import swap_test_fidelity  # noqa: E402
 
 
 def _angles(batch: int, l_enc: int, l_pred: int, dtype: torch.dtype, device: str, seed: int = 0):

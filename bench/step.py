@@ -1,6 +1,7 @@
 """One HQ-JEPA training step: the full objective against a bare I-JEPA step, measured in one run.
 
     python bench/step.py [--config configs/tiny.yaml] [--batch 32] [--repeats 5] [--device cpu]
+                         [--set model.mamba_backend=cuda] [--variants bare,full]
 
 Every variant trains the same encoder on the same batch and masks; only the loss terms differ:
   bare    L_pred only (no S1 encoder, fusion, SIGReg or FQS head are even built)
@@ -10,7 +11,8 @@ Every variant trains the same encoder on the same batch and masks; only the loss
 Timings are medians over `--repeats` steps after warm-up, variants interleaved so machine noise
 hits them alike. Also printed: model FLOPs per sample (forward + backward, counted by
 torch.utils.flop_counter, plus the selective scans it cannot see, counted analytically) and the
-achieved FLOP/s against a float32 matmul peak measured on this machine in the same run.
+achieved FLOP/s against a matmul peak measured on this machine in the same run, in the step's
+precision (float32 on CPU; bfloat16 under `optim.precision: auto` on CUDA, so the fraction is MFU).
 Output: one JSON object per line.
 """
 
@@ -28,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hqjepa.config import apply_overrides, load_config  # noqa: E402
+from hqjepa.config import apply_overrides, load_config, parse_override  # noqa: E402
 from hqjepa.engine import Trainer  # noqa: E402
 from hqjepa.masks.multiblock import sample_masks  # noqa: E402
 from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
@@ -41,9 +43,10 @@ VARIANTS = {
 }
 
 
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an n x n matmul on this device."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matmul in `dtype` on this device."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(repeats + 1):
         _sync(device)
@@ -52,6 +55,18 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+def _scan_backend(backend: str, device: torch.device) -> str:
+    """Which selective scan the step ran: upstream's CUDA kernels or our PyTorch scan."""
+    from hqjepa.models.mamba import _cuda_kernels
+    if backend == "auto":
+        return "cuda" if device.type == "cuda" and not isinstance(_cuda_kernels(), str) else "torch"
+    return backend
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _sync(device: torch.device) -> None:
@@ -79,11 +94,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override for every variant, e.g. model.mamba_backend=cuda (repeatable)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="subset to time; the summary's shares need bare, +cm, +sig and full")
     args = p.parse_args()
+    names = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or "full" not in names:
+        p.error(f"--variants: {unknown or 'full is required'}; choose from {', '.join(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    base = load_config(args.config)
+    base = apply_overrides(load_config(args.config), dict(parse_override(t) for t in args.set))
     bsz = args.batch or base.optim.batch_size
     g = torch.Generator().manual_seed(0)
     masks = sample_masks(bsz, base.model.grid, base.mask, g)
@@ -93,12 +116,13 @@ def main() -> None:
     batch = {k: v.to(device) for k, v in batch.items()}
 
     trainers = {}
-    for name, over in VARIANTS.items():
+    for name in names:
+        over = VARIANTS[name]
         cfg = apply_overrides(base, {**over, "optim.batch_size": bsz, "optim.accumulation": 1})
         torch.manual_seed(0)
         trainers[name] = Trainer(HQJEPA(cfg).to(device), cfg, steps_per_epoch=1000, device=device)
         trainers[name].train_step([batch])  # warm-up (allocations, autotuning)
-    times: dict[str, list[float]] = {n: [] for n in VARIANTS}
+    times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.repeats):
         for name, tr in trainers.items():
             _sync(device)
@@ -113,19 +137,27 @@ def main() -> None:
         full.train_step([batch])
     n_ctx = float(masks.ctx_valid.sum(1).float().mean())
     flops_step = fc.get_total_flops() + scan_flops(full.cfg, batch["s2"], n_ctx)
-    peak = matmul_peak(device)
+    peak_dtype = full.autocast_dtype or torch.float32
+    peak = matmul_peak(device, peak_dtype, n=8192 if device.type == "cuda" else 2048)
 
-    common = {"config": args.config, "batch": bsz, "device": str(device), "threads": torch.get_num_threads()}
-    for name in VARIANTS:
+    common = {"config": args.config, "batch": bsz, "device": _device_name(device), "threads": torch.get_num_threads(),
+              "precision": str(peak_dtype).removeprefix("torch."), "overrides": args.set,
+              "mamba_backend": _scan_backend(full.cfg.model.mamba_backend, device)}
+    for name in names:
         params = sum(p.numel() for p in trainers[name].core.parameters() if p.requires_grad)
         print(json.dumps({"bench": "step", "variant": name, **common, "median_s": round(med[name], 4),
                           "samples_per_s": round(bsz / med[name], 2), "trainable_params": params}))
     achieved = flops_step / med["full"]
-    print(json.dumps({"bench": "step", "summary": True, **common,
-                      "full_over_bare": round(med["full"] / med["bare"], 3), "goal_full_over_bare": 1.25,
-                      "fqs_share_of_step": round((med["full"] - med["+sig"]) / med["full"], 4), "goal_fqs_share": 0.05,
-                      "cm_cost_over_bare": round((med["+cm"] - med["bare"]) / med["bare"], 3),
-                      "sig_cost_over_bare": round((med["+sig"] - med["+cm"]) / med["bare"], 3),
+    shares = {}
+    if "bare" in med:
+        shares.update(full_over_bare=round(med["full"] / med["bare"], 3), goal_full_over_bare=1.25)
+    if "+sig" in med:
+        shares.update(fqs_share_of_step=round((med["full"] - med["+sig"]) / med["full"], 4), goal_fqs_share=0.05)
+    if {"bare", "+cm", "+sig"} <= med.keys():
+        shares.update(cm_cost_over_bare=round((med["+cm"] - med["bare"]) / med["bare"], 3),
+                      sig_cost_over_bare=round((med["+sig"] - med["+cm"]) / med["bare"], 3))
+    print(json.dumps({"bench": "step", "summary": True, **common, **shares,
+                      "full_samples_per_s": round(bsz / med["full"], 2),
                       "model_gflop_per_sample": round(flops_step / bsz / 1e9, 3),
                       "achieved_gflop_per_s": round(achieved / 1e9, 2),
                       "matmul_peak_gflop_per_s": round(peak / 1e9, 2),
