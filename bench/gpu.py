@@ -54,13 +54,10 @@ def _time(fn, repeats: int) -> list[float]:
 
 
 def scan_inputs(b: int, d: int, n: int, L: int, device: str) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-
-    def r(*s, scale=1.0):
-        return (torch.randn(*s, generator=g) * scale).to(device).requires_grad_()
-    A = (-torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1)).to(device).requires_grad_()
-    return dict(u=r(b, d, L), delta=r(b, d, L, scale=0.5), A=A, B=r(b, n, L), C=r(b, n, L),
-                D=r(d), z=r(b, d, L), delta_bias=r(d, scale=0.5))
+    """bench/scan.py's inputs (same seed and scales), as leaves on `device`."""
+    from scan import _inputs  # bench/scan.py, beside this script
+    kw = _inputs(argparse.Namespace(batch=b, d_inner=d, d_state=n, seqlen=L))
+    return {k: v.detach().to(device).requires_grad_() for k, v in kw.items()}
 
 
 def bench_scan(args) -> None:
