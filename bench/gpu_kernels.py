@@ -70,8 +70,9 @@ def build(name: str, src: Path, build_root: Path) -> dict:
 
 def _check_package_import(py: Path) -> str:
     """Import mamba_ssm as a user would; if its __init__ pulls in something this machine lacks
-    (Mamba2/3's tilelang or triton extras, huggingface_hub), keep only what Mamba (v1) needs:
-    the package __init__ is replaced by one importing `selective_scan_fn` and `Mamba`."""
+    (Mamba2/3's tilelang or triton extras, huggingface_hub), trim the package __init__ to its
+    `__version__` line, so that `mamba_ssm.modules.mamba_simple` (Mamba v1, what we compare
+    against) imports on its own; returns what happened.
     import subprocess
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(py), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-c", "import mamba_ssm.modules.mamba_simple"]

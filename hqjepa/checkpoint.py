@@ -161,15 +161,17 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
     path = Path(path)
     try:
         obj = _load(path, ENCODER_FORMAT, map_location)
-        state = obj["encoder"]
     except CheckpointError as first:
         try:
             obj = _load(path, TRAIN_FORMAT, map_location)
         except CheckpointError:
             raise first from None
-        prefix = _config_of(path, obj).train.export_encoder + "."
-        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
     cfg = _config_of(path, obj)
+    if obj["format"] == ENCODER_FORMAT:
+        state = obj["encoder"]
+    else:  # a training state: take the encoder train.export_encoder names out of the whole model
+        prefix = cfg.train.export_encoder + "."
+        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
     if expect is not None:
         check_architecture(path, cfg, expect)
     encoder = build_encoder(cfg.model)
