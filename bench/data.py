@@ -1,6 +1,6 @@
 """Data path benchmark: archive -> shards -> Ray Data -> torch, against its goals, in one run.
 
-    python bench/data.py [--pairs 256] [--shard-size 64] [--batch 32] [--config configs/tiny.yaml]
+    python bench/data.py [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
                          [--steps 3] [--workdir DIR]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line:
@@ -10,6 +10,10 @@ Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object pe
   read_ray_batches_per_s         ray.data.read_parquet -> map_batches(decode) -> iter_torch_batches
                                  (warm epoch incl. its start-up; goal >= 50 % of the plain pyarrow read)
                                  Both readers go over the shard list repeated to `--stream-rows` rows.
+                                 Shards default to the converter's 256 pairs: Ray Data re-plans its read
+                                 tasks every epoch (one ray.put and location lookup per file), so smaller
+                                 shards cost more per row (64-pair shards measured 0.43-0.48 against
+                                 0.59-0.62 at 256 on this 2-core machine).
   train_step_samples_per_s       what one CPU training worker consumes (`--config`, 1 thread)
   pipeline_over_consumer         Ray Data rows/s over training samples/s (goal >= 3)
 Ratios are measured in the same run. Timings on a shared machine are noisy; rerun on a quiet one.
@@ -180,8 +184,8 @@ def bench_consumer(config: str, batch: int, steps: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=256)
-    p.add_argument("--shard-size", type=int, default=64)
+    p.add_argument("--pairs", type=int, default=512)
+    p.add_argument("--shard-size", type=int, default=256, help="pairs per shard (ray_jobs/convert.py's default)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
     p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")

@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "v2: BigEarthNet-S2/ + BigEarthNet-S1/ + metadata.parquet)")
     p.add_argument("--out", required=True, help="shard directory (created; reruns resume)")
     p.add_argument("--layout", choices=("auto", "v1", "v2"), default="auto")
-    p.add_argument("--shard-size", type=int, default=256, help="pairs per shard (~180 KB each on disk)")
+    p.add_argument("--shard-size", type=int, default=256,
+                   help="pairs per shard (~180 KB per pair on disk); keep >= 256, Ray Data pays a per-file "
+                        "cost every epoch")
     p.add_argument("--workers", type=int, default=None, help="concurrent conversion tasks (default: Ray's CPUs)")
     p.add_argument("--max-new-shards", type=int, default=None,
                    help="stop after converting this many new shards (convert a big archive in installments)")
