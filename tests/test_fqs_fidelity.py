@@ -81,6 +81,41 @@ def test_gradcheck_hand_written_backward():
                                     fast_mode=True)
 
 
+def test_interleaved_calls_keep_their_own_values_and_gradients():
+    """The simulator reuses scratch buffers across calls: two forwards of different sizes before
+    one backward, and a third call in between, must give what separate calls give."""
+    a, b = _angles(5, 2, 1, seed=21), _angles(9, 2, 2, seed=22)
+    ref = [_value_and_grads("statevector", x, torch.ones(len(x[0]), dtype=torch.float64)) for x in (a, b)]
+    fa = swap_test_fidelity(*a)
+    fb = swap_test_fidelity(*b)
+    swap_test_fidelity(*_angles(32, 2, 1, seed=23))            # grows every scratch buffer
+    ga = torch.autograd.grad(fa.sum() + fb.sum(), a + b)
+    for (f_ref, g_ref), f, g in ((ref[0], fa, ga[:3]), (ref[1], fb, ga[3:])):
+        assert torch.equal(f.detach(), f_ref)
+        assert all(torch.allclose(x, y, rtol=0, atol=1e-14) for x, y in zip(g, g_ref))
+
+
+def test_threads_do_not_share_scratch_buffers():
+    import threading
+
+    batches = [_angles(n, 2, 1, seed=30 + n) for n in (7, 64, 300)]
+    expected = [swap_test_fidelity(*x).detach() for x in batches]
+    errors = []
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            got = swap_test_fidelity(*batches[i]).detach()
+            if not torch.equal(got, expected[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("l_pred", [0, 1])
 def test_identical_states_have_fidelity_one(dtype, l_pred):
