@@ -90,6 +90,29 @@ def test_features_are_shared_across_seeds(env):
     assert a["status"] == b["status"] == "ok" and (a["seed"], b["seed"]) == (0, 1)
 
 
+
+def _with_feature_blocks(env: Path, task: str, n: int) -> EvalJob:
+    raw = {**TINY_EVAL, "linear": {**TINY_EVAL["linear"], "feature_blocks": n}}
+    return EvalJob(task, "linear", 0, "checkpoint", str(env / "export.pt"), str(env / "geobench"), raw, None)
+
+
+def test_feature_blocks_concatenate_the_last_blocks_outputs(env):
+    """linear.feature_blocks = 2 probes [block 1 | block 2] tokens (each through the final norm);
+    its last D channels are the encoder's own output, and so is feature_blocks = 1 (the default)."""
+    one = run_extract(job(env, "m-eurosat"))
+    two = run_extract(_with_feature_blocks(env, "m-eurosat", 2))
+    assert two.x["train"].shape == (2, 32)
+    assert torch.allclose(two.x["train"][:, 16:], one.x["train"], atol=1e-6)
+    assert not torch.allclose(two.x["train"][:, :16], one.x["train"], atol=1e-3)
+    seg = run_extract(_with_feature_blocks(env, "m-SA-crop-type", 2))
+    assert seg.x["train"].shape == (2, 16, 32) and seg.grid == (4, 4)
+    assert_ok(run_linear(_with_feature_blocks(env, "m-eurosat", 2), two))
+    # more blocks than the encoder has: the task's record names the cause, nothing is raised
+    bad = run_extract(_with_feature_blocks(env, "m-eurosat", 3))
+    assert bad["status"] == "error" and "the last 3, the encoder has 2 blocks" in bad["error"]
+    with pytest.raises(Exception, match="linear.feature_blocks"):
+        eval_config_from_dict({"linear": {"feature_blocks": 0}})
+
 def test_random_init_baseline_uses_the_same_architecture(env):
     enc, model_cfg = load_job_encoder(job(env, "m-eurosat", encoder="random-init"))
     trained, _ = load_job_encoder(job(env, "m-eurosat"))

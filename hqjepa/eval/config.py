@@ -39,6 +39,8 @@ class LinearSection:
     weight_decay: float = _f(0.0, lo=0)
     batch_size: int = _f(256, lo=1)
     extract_batch_size: int = _f(32, lo=1)
+    feature_blocks: int = _f(1, lo=1, doc="probe the last N blocks' normed tokens, concatenated (1: the "
+                                          "encoder's output; DINO's ViT-S probe used 4)")
 
 
 @dataclass

@@ -49,14 +49,19 @@ def _grid(x: torch.Tensor, patch: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, splits: Mapping[str, Dataset], kind: str, n_classes: int,
-                     batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu") -> Features:
-    """Run the frozen encoder once over every split (see the module docstring)."""
+                     batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
+                     feature_blocks: int = 1) -> Features:
+    """Run the frozen encoder once over every split (see the module docstring).
+
+    feature_blocks: tokens of the last N blocks concatenated (`HybridEncoder.block_tokens`); 1 = output.
+    """
     encoder = encoder.to(device).eval()
     xs, ys, grid = {}, {}, None
     for split, ds in splits.items():
         feats, labels = [], []
         for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-            tokens = encoder(x.to(device))
+            x_dev = x.to(device)
+            tokens = encoder(x_dev) if feature_blocks == 1 else encoder.block_tokens(x_dev, feature_blocks)
             grid = _grid(x, encoder.patch_size)
             feats.append(tokens.half().cpu() if kind == "segmentation" else tokens.mean(dim=1).float().cpu())
             labels.append(y)

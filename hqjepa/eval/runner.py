@@ -122,7 +122,7 @@ def run_extract(job: EvalJob) -> Features | dict[str, Any]:
         task, splits = open_splits(job, encoder, model_cfg)
         cfg = job.eval_config()
         return extract_features(encoder, splits, task.info.kind, task.n_classes, cfg.linear.extract_batch_size,
-                                cfg.run.num_workers, _device(job))
+                                cfg.run.num_workers, _device(job), cfg.linear.feature_blocks)
     except Exception as exc:  # reported, never raised: the other tasks go on
         return error_record(job, exc, time.time() - t0)
 
