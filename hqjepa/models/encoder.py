@@ -82,14 +82,18 @@ class HybridEncoder(nn.Module):
             self._pos_cache[key] = sincos_2d(self.embed_dim, *grid)
         return self._pos_cache[key].to(device)
 
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] -> patch tokens plus fixed positions, [B, h*w, D]."""
+        if x.shape[1] != len(self.bands):
+            raise ValueError(f"encoder expects {len(self.bands)} bands {list(self.bands)}, got {x.shape[1]} channels")
+        tokens, grid = self.patch_embed(x)
+        return tokens + self.pos_embed(grid, tokens.device).to(tokens.dtype)
+
     def forward(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None,
                 keep_valid: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, C, H, W] (bands in `self.bands` order) -> tokens [B, N, D], or the kept tokens
         [B, M, D] / [B, K, T, D] when `keep_idx` is [B, M] / [B, K, T] (padded entries are zero)."""
-        if x.shape[1] != len(self.bands):
-            raise ValueError(f"encoder expects {len(self.bands)} bands {list(self.bands)}, got {x.shape[1]} channels")
-        tokens, grid = self.patch_embed(x)
-        tokens = tokens + self.pos_embed(grid, tokens.device).to(tokens.dtype)
+        tokens = self._embed(x)
         out_shape = None
         valid = None
         if keep_idx is not None:
@@ -109,23 +113,20 @@ class HybridEncoder(nn.Module):
             tokens = tokens * valid.unsqueeze(-1).to(tokens.dtype)
         return tokens if out_shape is None else tokens.reshape(out_shape)
 
-
     def block_tokens(self, x: torch.Tensor, last: int = 1) -> torch.Tensor:
         """Probing features: the tokens after each of the last `last` blocks, each through the final
         norm, concatenated along channels: x [B, C, H, W] -> [B, N, last * D]. last = 1 is `forward(x)`.
         (DINO's linear evaluation of ViT-S concatenates its last four blocks the same way.)"""
         if not 1 <= last <= len(self.blocks):
             raise ValueError(f"feature blocks: asked for the last {last}, the encoder has {len(self.blocks)} blocks")
-        if x.shape[1] != len(self.bands):
-            raise ValueError(f"encoder expects {len(self.bands)} bands {list(self.bands)}, got {x.shape[1]} channels")
-        tokens, grid = self.patch_embed(x)
-        tokens = tokens + self.pos_embed(grid, tokens.device).to(tokens.dtype)
+        tokens = self._embed(x)
         outs = []
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens, None)
             if i >= len(self.blocks) - last:
                 outs.append(self.norm(tokens))
         return torch.cat(outs, dim=-1)
+
 
 def init_weights(module: nn.Module) -> None:
     """I-JEPA init (truncated normal 0.02 for linear and patch weights, zero biases, unit norms);

@@ -67,7 +67,8 @@ class _Workspace(threading.local):
     """Reusable scratch buffers per (slot, dtype, device), grown to the largest size asked for.
 
     Thread-local, so concurrent callers never share a buffer. A buffer handed out by `get` is
-    valid until the same slot is asked for again; callers keep results in fresh tensors."""
+    valid until the same slot is asked for again; callers keep results in fresh tensors. Buffers
+    live as long as the thread: the largest batch's scratch (7 slots of [2, 32, 2B] at most)."""
 
     def __init__(self) -> None:
         self.buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
