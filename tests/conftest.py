@@ -22,3 +22,23 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _last_ray_user(session) -> object | None:
+    if not hasattr(session, "_hqjepa_last_ray_user"):
+        users = [it for it in session.items if "ray_local" in getattr(it, "fixturenames", ())]
+        session._hqjepa_last_ray_user = users[-1] if users else None
+    return session._hqjepa_last_ray_user
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Shut the shared Ray instance down as soon as its last user has run, not at session end: the
+    tests after it start processes of their own (gloo ranks, `tune.py`'s own Ray) and should not run
+    beside an idle Ray driver, raylet and workers on a 2-core machine (a driver whose raylet goes
+    away exits the whole pytest process)."""
+    if item is _last_ray_user(item.session):
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
