@@ -46,9 +46,10 @@ def env(tmp_path_factory):
 
 
 def job(env: Path, task: str, protocol: str = "linear", seed: int = 0, encoder: str = "checkpoint",
-        bench: Path | None = None, checkpoint: Path | None = None, model_config: str | None = None) -> EvalJob:
+        bench: Path | None = None, checkpoint: Path | None = None, model_config: str | None = None,
+        eval_config: dict | None = None) -> EvalJob:
     return EvalJob(task, protocol, seed, encoder, str(checkpoint or env / "export.pt"),
-                   str(bench or env / "geobench"), TINY_EVAL, model_config)
+                   str(bench or env / "geobench"), eval_config or TINY_EVAL, model_config)
 
 
 def assert_ok(record: dict) -> None:
@@ -90,10 +91,8 @@ def test_features_are_shared_across_seeds(env):
     assert a["status"] == b["status"] == "ok" and (a["seed"], b["seed"]) == (0, 1)
 
 
-
 def _with_feature_blocks(env: Path, task: str, n: int) -> EvalJob:
-    raw = {**TINY_EVAL, "linear": {**TINY_EVAL["linear"], "feature_blocks": n}}
-    return EvalJob(task, "linear", 0, "checkpoint", str(env / "export.pt"), str(env / "geobench"), raw, None)
+    return job(env, task, eval_config={**TINY_EVAL, "linear": {**TINY_EVAL["linear"], "feature_blocks": n}})
 
 
 def test_feature_blocks_concatenate_the_last_blocks_outputs(env):
@@ -112,6 +111,7 @@ def test_feature_blocks_concatenate_the_last_blocks_outputs(env):
     assert bad["status"] == "error" and "the last 3, the encoder has 2 blocks" in bad["error"]
     with pytest.raises(Exception, match="linear.feature_blocks"):
         eval_config_from_dict({"linear": {"feature_blocks": 0}})
+
 
 def test_random_init_baseline_uses_the_same_architecture(env):
     enc, model_cfg = load_job_encoder(job(env, "m-eurosat", encoder="random-init"))
