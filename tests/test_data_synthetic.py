@@ -103,6 +103,39 @@ def test_spectra_and_backscatter_follow_the_shared_land_cover():
     assert 0.35 < power.std() / power.mean() < 0.8
 
 
+def _single_class(name: str, n: int = 6, size: int = 120) -> np.ndarray:
+    """B04 (10 m red: vegetation dark, soil and roofs bright) of n scenes covered by one class."""
+    batch = render_batch(np.random.default_rng(11), n, size, classes=[name], max_classes=1)
+    assert (batch.landcover == L.LABELS43.index(name)).all()
+    return batch.s2["B04"].astype(float)
+
+
+def _band_power(img: np.ndarray, lo_px: float, hi_px: float) -> float:
+    """Share of the (mean-removed) spectral power at periods between lo_px and hi_px."""
+    x = img - img.mean(axis=(-2, -1), keepdims=True)
+    p = np.abs(np.fft.fft2(x)) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(img.shape[-2]), np.fft.fftfreq(img.shape[-1]), indexing="ij"))
+    band = (f >= 1 / hi_px) & (f <= 1 / lo_px)
+    return float(p[..., band].sum() / p.sum())
+
+
+def test_classes_sharing_a_spectrum_differ_in_texture():
+    """Water is smooth, pasture nearly so, arable land a patchwork of parcels; orchard rows put
+    their power at periods of 3-5 px; dense urban blocks (3 px) decorrelate faster than industrial
+    halls (7 px), although both classes share the 'urban' archetype spectrum."""
+    std = {n: float(_single_class(n).std(axis=(-2, -1)).mean())
+           for n in ("Water bodies", "Pastures", "Non-irrigated arable land")}
+    assert max(std["Water bodies"], std["Pastures"]) < 0.25 * std["Non-irrigated arable land"]
+    assert _band_power(_single_class("Vineyards"), 2.8, 5.5) > 0.5 > _band_power(_single_class("Pastures"), 2.8, 5.5)
+
+    def lag_corr(img: np.ndarray, lag: int) -> float:
+        a = img - img.mean(axis=(-2, -1), keepdims=True)
+        return float((a[..., :, lag:] * a[..., :, :-lag]).sum() / (a * a).sum())
+
+    dense, industrial = _single_class("Continuous urban fabric"), _single_class("Industrial or commercial units")
+    assert lag_corr(dense, 4) + 0.1 < lag_corr(industrial, 4)
+
+
 def test_area_average_is_exact_for_integer_and_fractional_factors():
     x = np.random.default_rng(0).random((3, 12, 12)).astype(np.float32)
     assert np.allclose(area_average(x, 6), x.reshape(3, 6, 2, 6, 2).mean(axis=(2, 4)))

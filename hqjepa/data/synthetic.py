@@ -10,12 +10,16 @@ run on scenes this module draws. One scene is:
    coherent blobs of a scene-specific size) and `b_j` a per-class bias (some classes dominate);
 2. Sentinel-2 L2A bottom-of-atmosphere reflectance: each class has a spectral signature over
    B01..B12 (water dark in NIR/SWIR, vegetation with a red edge and a high NIR plateau, urban bright
-   and flat, bare soil rising to SWIR), modulated by a smooth within-class texture and a per-scene
-   illumination factor; rendered at 10 m, area-averaged to each band's native grid (20 m: 2x2,
-   60 m: 6x6 pixels), plus sensor noise, scaled by 10000 and stored as uint16 like L2A;
-3. Sentinel-1 GRD backscatter: per-class sigma0 in dB for VV and VH plus a smooth texture, turned
-   into linear power, multiplied by speckle ~ Gamma(L, 1/L) with L = 4.4 looks (the equivalent
-   number of looks of IW GRDH), and converted back to dB (float32, 10 m grid);
+   and flat, bare soil rising to SWIR), mixed by the class's own spatial pattern with a partner
+   surface (built blocks and streets, field parcels at different growth stages, orchard rows on
+   bare soil, canopy grain and shadow, a road grid, marsh pools: `_CLASS_TEXTURE`), then modulated
+   by a smooth texture and a per-scene illumination factor; rendered at 10 m, area-averaged to
+   each band's native grid (20 m: 2x2, 60 m: 6x6 pixels), plus sensor noise, scaled by 10000 and
+   stored as uint16 like L2A;
+3. Sentinel-1 GRD backscatter: per-class sigma0 in dB for VV and VH, mixed with the partner's by
+   the same pattern, plus a smooth texture, turned into linear power, multiplied by speckle
+   ~ Gamma(L, 1/L) with L = 4.4 looks (the equivalent number of looks of IW GRDH), and converted
+   back to dB (float32, 10 m grid);
 4. the multi-label set: a class is a label when it covers more than `min_fraction` of the scene;
    the 19-class labels follow from the official 43 -> 19 conversion.
 
@@ -59,6 +63,9 @@ _ARCHETYPES: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
     "tidal":       ((.07, .07, .08, .08, .08, .08, .08, .08, .08, .07, .05, .03), (-14.0, -23.0)),
     "water":       ((.06, .05, .045, .03, .025, .018, .015, .012, .011, .008, .004, .003), (-20.0, -27.0)),
     "sea":         ((.07, .06, .05, .025, .015, .010, .008, .007, .006, .004, .002, .001), (-21.0, -28.0)),
+    # partners only (the sub-pixel-scale surfaces that textures mix in): streets/roofs, canopy shadow
+    "asphalt":     ((.06, .06, .07, .08, .08, .09, .09, .10, .10, .10, .12, .11), (-6.0, -14.0)),
+    "shadow":      ((.015, .015, .02, .012, .025, .06, .08, .09, .09, .09, .04, .02), (-12.0, -19.0)),
 }
 
 # archetype and prior weight (rough BigEarthNet frequency) of each of the 43 classes, LABELS43 order
@@ -74,7 +81,44 @@ _CLASS_ARCHETYPE: tuple[tuple[str, float], ...] = (
 )
 assert len(_CLASS_ARCHETYPE) == len(LABELS43)
 
+# Spatial texture of each class at 10 m: (pattern, amount, partner). Inside a class region the
+# pixel is the mixture (1 - a m(x)) s_class + a m(x) s_partner, with m(x) in [0, 1] the scene's map
+# of that pattern (`_texture_maps`). Classes sharing an archetype spectrum differ in texture, as
+# they do on the ground: dense urban blocks vs industrial halls vs a road grid, field parcels vs
+# orchard rows vs canopy grain.
+TEXTURES = ("none", "grain", "patches", "blocks", "large_blocks", "parcels", "small_parcels", "rows", "road_grid")
+_CLASS_TEXTURE: tuple[tuple[str, float, str], ...] = (
+    ("blocks", .5, "asphalt"), ("blocks", .7, "grass"), ("large_blocks", .6, "asphalt"),
+    ("road_grid", .8, "grass"), ("large_blocks", .6, "water"), ("road_grid", .9, "grass"),
+    ("patches", .6, "water"), ("grain", .6, "rock"), ("large_blocks", .7, "urban"),
+    ("patches", .5, "broadleaf"), ("large_blocks", .5, "bare_bright"),
+    ("parcels", .7, "bare_bright"), ("parcels", .4, "grass"), ("parcels", .6, "water"),
+    ("rows", .7, "bare_bright"), ("rows", .5, "grass"), ("grain", .6, "bare_bright"),
+    ("patches", .2, "grass"), ("parcels", .5, "orchard"), ("small_parcels", .9, "bare_bright"),
+    ("patches", .6, "shrub"), ("grain", .6, "grass"),
+    ("grain", .3, "shadow"), ("grain", .5, "shadow"), ("patches", .5, "conifer"),
+    ("patches", .25, "shrub"), ("patches", .5, "sparse"), ("grain", .5, "bare_bright"),
+    ("patches", .6, "broadleaf"), ("rows", .3, "sparse"), ("grain", .5, "shadow"), ("grain", .5, "grass"),
+    ("patches", .5, "shrub"), ("patches", .5, "water"), ("grain", .4, "water"), ("patches", .5, "tidal"),
+    ("small_parcels", .8, "water"), ("patches", .6, "water"),
+    ("none", 0., "water"), ("none", 0., "water"), ("patches", .2, "tidal"), ("patches", .3, "tidal"),
+    ("none", 0., "sea"),
+)
+assert len(_CLASS_TEXTURE) == len(LABELS43)
+
 S1_LOOKS = 4.4  # equivalent number of looks of Sentinel-1 IW GRDH
+
+
+def _texture_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class texture pattern index [43], amount [43], partner S2 [43, 12] and S1 dB [43, 2]."""
+    kind = np.array([TEXTURES.index(k) for k, _, _ in _CLASS_TEXTURE], np.int64)
+    amount = np.array([a for _, a, _ in _CLASS_TEXTURE], np.float32)
+    s2 = np.array([_ARCHETYPES[p][0] for _, _, p in _CLASS_TEXTURE], np.float32)
+    s1 = np.array([_ARCHETYPES[p][1] for _, _, p in _CLASS_TEXTURE], np.float32)
+    return kind, amount, s2, s1
+
+
+TEXTURE_KIND, TEXTURE_AMOUNT, PARTNER_S2, PARTNER_S1_DB = _texture_tables()
 
 
 def _class_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,6 +236,51 @@ def _coarse_fields(rng: np.random.Generator, n: int, k: int, size: int, corr_px:
     return np.einsum("oi,...ij,pj->...op", w, f, w, optimize=True).astype(np.float32, copy=False)
 
 
+def _blocks(rng: np.random.Generator, n: int, size: int, side: int, binary: bool) -> np.ndarray:
+    """[n, size, size] piecewise-constant cells of `side` px on a randomly shifted grid.
+
+    binary: cells are 0/1 (built / open) with probability 1/2, else uniform in [0, 1] (a field's
+    growth stage).
+    """
+    cells = -(-size // side) + 1
+    grid = rng.random((n, cells, cells), dtype=np.float32)
+    if binary:
+        grid = (grid < 0.5).astype(np.float32)
+    off = rng.integers(0, side, size=(n, 2))
+    iy = (np.arange(size)[None, :] + off[:, :1]) // side                       # [n, size]
+    ix = (np.arange(size)[None, :] + off[:, 1:]) // side
+    return grid[np.arange(n)[:, None, None], iy[:, :, None], ix[:, None, :]]
+
+
+def _texture_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """[n, len(TEXTURES), size, size] maps m(x) in [0, 1] of each texture pattern.
+
+    grain: canopy gaps / stones, sigmoid(2 z) of a field with a 0.7 px correlation length;
+    patches: sigmoid(3 z) at 2.5 px (wet / dry, shrub / open); blocks: 3 px built / open cells;
+    large_blocks: 7 px; parcels: 12 px fields at uniform growth stages; small_parcels: 6 px;
+    rows: 0.5 + 0.5 sin(2 pi u / P + phi) along a scene-specific direction, P in [3, 5] px;
+    road_grid: 0 on 1 px lines every 15-25 px in two directions, 1 between them.
+    """
+    maps = np.zeros((n, len(TEXTURES), size, size), np.float32)
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    maps[:, 1] = sigmoid(2.0 * _smooth_fields(rng, n, 1, size, np.full(n, 0.7))[:, 0])
+    maps[:, 2] = sigmoid(3.0 * _smooth_fields(rng, n, 1, size, np.full(n, 2.5))[:, 0])
+    maps[:, 3] = _blocks(rng, n, size, 3, binary=True)
+    maps[:, 4] = _blocks(rng, n, size, 7, binary=True)
+    maps[:, 5] = _blocks(rng, n, size, 12, binary=False)
+    maps[:, 6] = _blocks(rng, n, size, 6, binary=False)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta = rng.uniform(0.0, np.pi, size=(n, 1, 1)).astype(np.float32)
+    u = xx * np.cos(theta) + yy * np.sin(theta)                              # [n, S, S]
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    period = rng.uniform(3.0, 5.0, size=(n, 1, 1)).astype(np.float32)
+    maps[:, 7] = 0.5 + 0.5 * np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi, size=(n, 1, 1)))
+    spacing = rng.uniform(15.0, 25.0, size=(n, 1, 1)).astype(np.float32)
+    on_road = (np.mod(u, spacing) < 1.0) | (np.mod(v, spacing * 1.3) < 1.0)
+    maps[:, 8] = 1.0 - on_road
+    return maps
+
+
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in] matrix of overlap fractions: exact area averaging for any size ratio."""
     edges_in = np.arange(n_in + 1) / n_in
@@ -244,10 +333,16 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
     landcover = np.take_along_axis(chosen, slot.reshape(n, -1), axis=1).reshape(n, size, size)
     landcover = landcover.astype(np.uint8)
 
-    # 2. S2 reflectance on the 10 m grid, then each band's native grid
+    # 2. S2 reflectance on the 10 m grid, then each band's native grid: the class signature mixed
+    # with its texture partner by the class's pattern, a smooth texture and the illumination
+    maps = _texture_maps(rng, n, size)
+    mix = np.take_along_axis(maps, TEXTURE_KIND[landcover][:, None].astype(np.int64), axis=1)[:, 0]
+    mix *= TEXTURE_AMOUNT[landcover]                                          # [n, S, S]
+    del maps
     texture = _smooth_fields(rng, n, 2, size, rng.uniform(1.5, 4.0, size=n))  # [n, 2, S, S]
     illum = rng.uniform(0.85, 1.15, size=(n, 1, 1, 1)).astype(np.float32)
     refl = S2_SIGNATURES.astype(np.float32)[landcover]                       # [n, S, S, 12]
+    refl += mix[..., None] * (PARTNER_S2[landcover] - refl)
     refl = np.moveaxis(refl, -1, 1) * illum * (1.0 + 0.08 * texture[:, :1])   # [n, 12, S, S]
     s2 = {}
     for c, band in enumerate(S2_BANDS):
@@ -256,7 +351,8 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
         s2[band] = np.clip(np.rint(r * 10000.0), 1, 65535).astype(np.uint16)
 
     # 3. S1 backscatter: dB -> linear power x Gamma speckle -> dB
-    sigma0_db = S1_SIGMA0_DB.astype(np.float32)[landcover] + 1.0 * texture[:, 1, :, :, None]
+    sigma0_db = S1_SIGMA0_DB.astype(np.float32)[landcover]
+    sigma0_db += mix[..., None] * (PARTNER_S1_DB[landcover] - sigma0_db) + 1.0 * texture[:, 1, :, :, None]
     power = np.power(np.float32(10.0), sigma0_db / 10.0)
     speckle = rng.gamma(S1_LOOKS, 1.0 / S1_LOOKS, size=power.shape).astype(np.float32)
     s1_db = 10.0 * np.log10(np.maximum(power * speckle, 1e-10))
