@@ -252,6 +252,10 @@ def _blocks(rng: np.random.Generator, n: int, size: int, side: int, binary: bool
     return grid[np.arange(n)[:, None, None], iy[:, :, None], ix[:, None, :]]
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def _texture_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """[n, len(TEXTURES), size, size] maps m(x) in [0, 1] of each texture pattern.
 
@@ -262,22 +266,23 @@ def _texture_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     road_grid: 0 on 1 px lines every 15-25 px in two directions, 1 between them.
     """
     maps = np.zeros((n, len(TEXTURES), size, size), np.float32)
-    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
-    maps[:, 1] = sigmoid(2.0 * _smooth_fields(rng, n, 1, size, np.full(n, 0.7))[:, 0])
-    maps[:, 2] = sigmoid(3.0 * _smooth_fields(rng, n, 1, size, np.full(n, 2.5))[:, 0])
-    maps[:, 3] = _blocks(rng, n, size, 3, binary=True)
-    maps[:, 4] = _blocks(rng, n, size, 7, binary=True)
-    maps[:, 5] = _blocks(rng, n, size, 12, binary=False)
-    maps[:, 6] = _blocks(rng, n, size, 6, binary=False)
+    at = {name: i for i, name in enumerate(TEXTURES)}
+    maps[:, at["grain"]] = _sigmoid(2.0 * _smooth_fields(rng, n, 1, size, np.full(n, 0.7))[:, 0])
+    maps[:, at["patches"]] = _sigmoid(3.0 * _smooth_fields(rng, n, 1, size, np.full(n, 2.5))[:, 0])
+    maps[:, at["blocks"]] = _blocks(rng, n, size, 3, binary=True)
+    maps[:, at["large_blocks"]] = _blocks(rng, n, size, 7, binary=True)
+    maps[:, at["parcels"]] = _blocks(rng, n, size, 12, binary=False)
+    maps[:, at["small_parcels"]] = _blocks(rng, n, size, 6, binary=False)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta = rng.uniform(0.0, np.pi, size=(n, 1, 1)).astype(np.float32)
     u = xx * np.cos(theta) + yy * np.sin(theta)                              # [n, S, S]
     v = -xx * np.sin(theta) + yy * np.cos(theta)
     period = rng.uniform(3.0, 5.0, size=(n, 1, 1)).astype(np.float32)
-    maps[:, 7] = 0.5 + 0.5 * np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi, size=(n, 1, 1)))
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
+    maps[:, at["rows"]] = 0.5 + 0.5 * np.sin(2 * np.pi * u / period + phase)
     spacing = rng.uniform(15.0, 25.0, size=(n, 1, 1)).astype(np.float32)
     on_road = (np.mod(u, spacing) < 1.0) | (np.mod(v, spacing * 1.3) < 1.0)
-    maps[:, 8] = 1.0 - on_road
+    maps[:, at["road_grid"]] = 1.0 - on_road
     return maps
 
 
