@@ -87,22 +87,50 @@ assert len(_CLASS_ARCHETYPE) == len(LABELS43)
 # they do on the ground: dense urban blocks vs industrial halls vs a road grid, field parcels vs
 # orchard rows vs canopy grain.
 TEXTURES = ("none", "grain", "patches", "blocks", "large_blocks", "parcels", "small_parcels", "rows", "road_grid")
-_CLASS_TEXTURE: tuple[tuple[str, float, str], ...] = (
-    ("blocks", .5, "asphalt"), ("blocks", .7, "grass"), ("large_blocks", .6, "asphalt"),
-    ("road_grid", .8, "grass"), ("large_blocks", .6, "water"), ("road_grid", .9, "grass"),
-    ("patches", .6, "water"), ("grain", .6, "rock"), ("large_blocks", .7, "urban"),
-    ("patches", .5, "broadleaf"), ("large_blocks", .5, "bare_bright"),
-    ("parcels", .7, "bare_bright"), ("parcels", .4, "grass"), ("parcels", .6, "water"),
-    ("rows", .7, "bare_bright"), ("rows", .5, "grass"), ("grain", .6, "bare_bright"),
-    ("patches", .2, "grass"), ("parcels", .5, "orchard"), ("small_parcels", .9, "bare_bright"),
-    ("patches", .6, "shrub"), ("grain", .6, "grass"),
-    ("grain", .3, "shadow"), ("grain", .5, "shadow"), ("patches", .5, "conifer"),
-    ("patches", .25, "shrub"), ("patches", .5, "sparse"), ("grain", .5, "bare_bright"),
-    ("patches", .6, "broadleaf"), ("rows", .3, "sparse"), ("grain", .5, "shadow"), ("grain", .5, "grass"),
-    ("patches", .5, "shrub"), ("patches", .5, "water"), ("grain", .4, "water"), ("patches", .5, "tidal"),
-    ("small_parcels", .8, "water"), ("patches", .6, "water"),
-    ("none", 0., "water"), ("none", 0., "water"), ("patches", .2, "tidal"), ("patches", .3, "tidal"),
-    ("none", 0., "sea"),
+_CLASS_TEXTURE: tuple[tuple[str, float, str], ...] = (  # LABELS43 order
+    ("blocks", 0.5, "asphalt"),             # Continuous urban fabric
+    ("blocks", 0.7, "grass"),               # Discontinuous urban fabric
+    ("large_blocks", 0.6, "asphalt"),       # Industrial or commercial units
+    ("road_grid", 0.8, "grass"),            # Road and rail networks and associated land
+    ("large_blocks", 0.6, "water"),         # Port areas
+    ("road_grid", 0.9, "grass"),            # Airports
+    ("patches", 0.6, "water"),              # Mineral extraction sites
+    ("grain", 0.6, "rock"),                 # Dump sites
+    ("large_blocks", 0.7, "urban"),         # Construction sites
+    ("patches", 0.5, "broadleaf"),          # Green urban areas
+    ("large_blocks", 0.5, "bare_bright"),   # Sport and leisure facilities
+    ("parcels", 0.7, "bare_bright"),        # Non-irrigated arable land
+    ("parcels", 0.4, "grass"),              # Permanently irrigated land
+    ("parcels", 0.6, "water"),              # Rice fields
+    ("rows", 0.7, "bare_bright"),           # Vineyards
+    ("rows", 0.5, "grass"),                 # Fruit trees and berry plantations
+    ("grain", 0.6, "bare_bright"),          # Olive groves
+    ("patches", 0.2, "grass"),              # Pastures
+    ("parcels", 0.5, "orchard"),            # Annual crops associated with permanent crops
+    ("small_parcels", 0.9, "bare_bright"),  # Complex cultivation patterns
+    ("patches", 0.6, "shrub"),              # Land principally occupied by agriculture, with natural vegetation
+    ("grain", 0.6, "grass"),                # Agro-forestry areas
+    ("grain", 0.3, "shadow"),               # Broad-leaved forest
+    ("grain", 0.5, "shadow"),               # Coniferous forest
+    ("patches", 0.5, "conifer"),            # Mixed forest
+    ("patches", 0.25, "shrub"),             # Natural grassland
+    ("patches", 0.5, "sparse"),             # Moors and heathland
+    ("grain", 0.5, "bare_bright"),          # Sclerophyllous vegetation
+    ("patches", 0.6, "broadleaf"),          # Transitional woodland/shrub
+    ("rows", 0.3, "sparse"),                # Beaches, dunes, sands
+    ("grain", 0.5, "shadow"),               # Bare rock
+    ("grain", 0.5, "grass"),                # Sparsely vegetated areas
+    ("patches", 0.5, "shrub"),              # Burnt areas
+    ("patches", 0.5, "water"),              # Inland marshes
+    ("grain", 0.4, "water"),                # Peatbogs
+    ("patches", 0.5, "tidal"),              # Salt marshes
+    ("small_parcels", 0.8, "water"),        # Salines
+    ("patches", 0.6, "water"),              # Intertidal flats
+    ("none", 0.0, "water"),                 # Water courses
+    ("none", 0.0, "water"),                 # Water bodies
+    ("patches", 0.2, "tidal"),              # Coastal lagoons
+    ("patches", 0.3, "tidal"),              # Estuaries
+    ("none", 0.0, "sea"),                   # Sea and ocean
 )
 assert len(_CLASS_TEXTURE) == len(LABELS43)
 
@@ -341,7 +369,7 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
     # 2. S2 reflectance on the 10 m grid, then each band's native grid: the class signature mixed
     # with its texture partner by the class's pattern, a smooth texture and the illumination
     maps = _texture_maps(rng, n, size)
-    mix = np.take_along_axis(maps, TEXTURE_KIND[landcover][:, None].astype(np.int64), axis=1)[:, 0]
+    mix = np.take_along_axis(maps, TEXTURE_KIND[landcover][:, None], axis=1)[:, 0]
     mix *= TEXTURE_AMOUNT[landcover]                                          # [n, S, S]
     del maps
     texture = _smooth_fields(rng, n, 2, size, rng.uniform(1.5, 4.0, size=n))  # [n, 2, S, S]
