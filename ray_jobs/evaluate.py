@@ -67,6 +67,17 @@ def build_config(args: argparse.Namespace) -> dict:
     return eval_config_from_dict(raw).to_dict()  # checked
 
 
+def feature_seeds(encoder: str, seeds: list[int], config: dict) -> dict[int, int]:
+    """For each linear-probe seed, the seed whose extracted features it probes.
+
+    One fixed encoder (the checkpoint; random-init with a fixed `run.random_init_seed`): every seed
+    shares the first seed's features. With `run.random_init_seed: null` each seed has its own
+    random encoder, so its own features.
+    """
+    per_seed = encoder == "random-init" and config["run"]["random_init_seed"] is None
+    return {seed: seed if per_seed else seeds[0] for seed in seeds}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -103,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             def job(protocol: str, seed: int) -> EvalJob:
                 return EvalJob(task, protocol, seed, encoder, args.checkpoint, str(bench), config, args.config)
             if "linear" in protocols:
-                features = extract_remote.remote(job("linear", seeds[0]))  # shared by every seed
-                for seed in seeds:
-                    pending[linear_remote.remote(job("linear", seed), features)] = job("linear", seed)
+                extracted: dict[int, ray.ObjectRef] = {}
+                for seed, source in feature_seeds(encoder, seeds, config).items():
+                    if source not in extracted:
+                        extracted[source] = extract_remote.remote(job("linear", source))
+                    pending[linear_remote.remote(job("linear", seed), extracted[source])] = job("linear", seed)
             if "finetune" in protocols:
                 for seed in seeds:
                     pending[finetune_remote.remote(job("finetune", seed))] = job("finetune", seed)

@@ -123,6 +123,17 @@ def test_random_init_baseline_uses_the_same_architecture(env):
     assert_ok(run_job(job(env, "m-eurosat", encoder="random-init")))
 
 
+def test_random_init_seed_null_draws_one_random_encoder_per_seed(env):
+    per_seed = {**TINY_EVAL, "run": {**TINY_EVAL["run"], "random_init_seed": None}}
+    weights = {seed: load_job_encoder(job(env, "m-eurosat", seed=seed, encoder="random-init",
+                                          eval_config=per_seed))[0].state_dict() for seed in (0, 1)}
+    fixed = load_job_encoder(job(env, "m-eurosat", seed=1, encoder="random-init"))[0].state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), fixed.values()))  # seed 0 == fixed seed 0
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    with pytest.raises(Exception, match="run.random_init_seed"):
+        eval_config_from_dict({"run": {"random_init_seed": -1}})
+
+
 def test_bad_inputs_are_named_and_other_tasks_finish(env, tmp_path):
     bench = tmp_path / "geobench"
     shutil.copytree(env / "geobench", bench)

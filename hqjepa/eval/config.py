@@ -23,7 +23,8 @@ class RunSection:
     seeds: tuple[int, ...] = _f((0, 1, 2), lo=0, doc="one run per seed; mean +- std reported")
     partition: str = _f("default", doc="GeoBench partition file <name>_partition.json")
     max_missing_bands: int = _f(2, lo=0, doc="encoder bands a task may lack (filled with the band mean)")
-    random_init_seed: int = _f(0, lo=0, doc="torch seed of the random-init baseline encoder")
+    random_init_seed: Union[int, None] = _f(0, lo=0, doc="torch seed of the random-init baseline encoder; null = "
+                                                       "the job's seed (seed i probes random encoder i)")
     classification_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
     segmentation_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
     limit_per_split: Union[int, None] = _f(None, lo=1, doc="use at most this many samples per split")

@@ -8,7 +8,9 @@ so the other jobs of a run still finish and the table reports which cell failed 
 Encoders: "checkpoint" loads `hqjepa.checkpoint.load_encoder(path, expect=<model config>)`;
 "random-init" builds the same architecture with `build_encoder(cfg.model)` under
 `torch.manual_seed(run.random_init_seed)`: one fixed random encoder, as the checkpoint is one
-fixed trained encoder, so seeds vary the head / fine-tuning only, alike for both.
+fixed trained encoder, so seeds vary the head / fine-tuning only, alike for both. With
+`run.random_init_seed: null` seed i draws random encoder i instead, so the baseline's mean and std
+cover the spread of random encoders too (what `bench/learning.py` compares against).
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def load_job_encoder(job: EvalJob) -> tuple[torch.nn.Module, Any]:
         if not job.checkpoint:
             raise CheckpointError("the random-init baseline needs --checkpoint or --config for its architecture")
         model_cfg = load_encoder(job.checkpoint, map_location="cpu")[1].model
-    torch.manual_seed(job.eval_config().run.random_init_seed)
+    fixed = job.eval_config().run.random_init_seed
+    torch.manual_seed(job.seed if fixed is None else fixed)
     return build_encoder(model_cfg), model_cfg
 
 
