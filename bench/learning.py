@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                         and r.get("status") == "ok"]
         row = {"task": task, "metric": TASKS[task].metric, "pretrained": pre["mean"], "pretrained_std": pre["std"],
                "random": rnd["mean"], "random_std": rnd["std"], "random_max": max(random_tests, default=None),
-               "seeds": pre["n"]}
+               "seeds": pre["n"],
+               # probes whose chosen lr is the grid's largest: the grid may be too narrow
+               "lr_at_grid_top": sum(r.get("lr") == max(config["linear"]["lrs"]) for r in records
+                                     if r["task"] == task and r.get("status") == "ok")}
         if pre["mean"] is not None and rnd["mean"] is not None:
             row["delta"] = round(pre["mean"] - rnd["mean"], 3)
             row["beats_every_random"] = pre["mean"] > row["random_max"]

@@ -36,7 +36,7 @@ class LinearSection:
     """Frozen encoder, features extracted once; a linear head per lr, best (lr, epoch) on valid."""
 
     epochs: int = _f(100, lo=1)
-    lrs: tuple[float, ...] = _f((1e-3, 3e-3, 1e-2), lo=0, lo_open=True)
+    lrs: tuple[float, ...] = _f((1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lo=0, lo_open=True)
     weight_decay: float = _f(0.0, lo=0)
     batch_size: int = _f(256, lo=1)
     extract_batch_size: int = _f(32, lo=1)
