@@ -49,7 +49,7 @@ from hqjepa.config import load_config, parse_override  # noqa: E402
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
 from hqjepa.eval.geobench import TASKS  # noqa: E402
 from hqjepa.eval.report import summarize, write_report  # noqa: E402
-from hqjepa.eval.runner import EvalJob, run_extract, run_linear  # noqa: E402
+from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  # noqa: E402
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
 from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
 
@@ -134,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     records = []
-    per_seed_random = config["run"]["random_init_seed"] is None
     for encoder in ("checkpoint", "random-init"):
         for task in tasks:
-            features = None
-            for seed in config["run"]["seeds"]:
+            extracted = {}  # seed whose encoder gave the features -> features (one fixed encoder: one entry)
+            for seed, source in feature_seeds(encoder, config["run"]["seeds"], config).items():
+                if source not in extracted:
+                    extracted[source] = run_extract(EvalJob(task, "linear", source, encoder, str(checkpoint),
+                                                            str(bench), config, args.config))
                 job = EvalJob(task, "linear", seed, encoder, str(checkpoint), str(bench), config, args.config)
-                if features is None or (encoder == "random-init" and per_seed_random):
-                    features = run_extract(job)  # every seed probes the same features of one fixed encoder
-                records.append(run_linear(job, features))
+                records.append(run_linear(job, extracted[source]))
     eval_seconds = time.time() - t0
 
     summary = summarize(records)
@@ -170,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(out / "eval", records, {"checkpoint": str(checkpoint), "benchmark_dir": str(bench),
                                                   "eval_config": config, **budget},
                          {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
-    print(json.dumps({"summary": True, "config": args.config, "pretrain_set": None if args.checkpoint else args.pretrain_set, **budget,
+    print(json.dumps({"summary": True, "config": args.config,
+                      "pretrain_set": None if args.checkpoint else args.pretrain_set, **budget,
                       "samples_per_task": args.samples,
                       "segmentation_samples_per_task": args.segmentation_samples or args.samples,
-                      "seeds": args.seeds, "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks), "tasks_improved": sum(d > 0 for d in deltas),
-                      "tasks_above_every_random_encoder": beats, "random_init_seed": config["run"]["random_init_seed"],
+                      "seeds": args.seeds, "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
+                      "tasks_improved": sum(d > 0 for d in deltas), "tasks_above_every_random_encoder": beats,
+                      "random_init_seed": config["run"]["random_init_seed"],
                       "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
                       "synth_seconds": round(synth_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                       "table": paths["table"]}), flush=True)

@@ -37,7 +37,8 @@ from hqjepa.config import ConfigError
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
 from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.report import write_report
-from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, run_extract, run_finetune, run_linear
+from hqjepa.eval.runner import (PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune,
+                                run_linear)
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,17 +66,6 @@ def build_config(args: argparse.Namespace) -> dict:
     if args.seeds is not None:
         raw["run"]["seeds"] = list(range(args.seeds))
     return eval_config_from_dict(raw).to_dict()  # checked
-
-
-def feature_seeds(encoder: str, seeds: list[int], config: dict) -> dict[int, int]:
-    """For each linear-probe seed, the seed whose extracted features it probes.
-
-    One fixed encoder (the checkpoint; random-init with a fixed `run.random_init_seed`): every seed
-    shares the first seed's features. With `run.random_init_seed: null` each seed has its own
-    random encoder, so its own features.
-    """
-    per_seed = encoder == "random-init" and config["run"]["random_init_seed"] is None
-    return {seed: seed if per_seed else seeds[0] for seed in seeds}
 
 
 def main(argv: list[str] | None = None) -> int:

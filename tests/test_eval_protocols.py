@@ -15,7 +15,8 @@ from hqjepa.checkpoint import export_encoder
 from hqjepa.config import config_from_dict, save_config
 from hqjepa.eval.config import eval_config_from_dict
 from hqjepa.eval.geobench import TASKS
-from hqjepa.eval.runner import EvalJob, load_job_encoder, run_extract, run_finetune, run_job, run_linear
+from hqjepa.eval.runner import (EvalJob, feature_seeds, load_job_encoder, run_extract, run_finetune, run_job,
+                                run_linear)
 from hqjepa.eval.synth_geobench import write_benchmark
 from hqjepa.models.encoder import build_encoder
 
@@ -132,6 +133,15 @@ def test_random_init_seed_null_draws_one_random_encoder_per_seed(env):
     assert not all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
     with pytest.raises(Exception, match="run.random_init_seed"):
         eval_config_from_dict({"run": {"random_init_seed": -1}})
+
+
+def test_linear_probes_share_features_of_one_fixed_encoder_only():
+    fixed = {"run": {"random_init_seed": 0}}
+    per_seed = {"run": {"random_init_seed": None}}
+    assert feature_seeds("checkpoint", [0, 1, 2], fixed) == {0: 0, 1: 0, 2: 0}
+    assert feature_seeds("checkpoint", [0, 1, 2], per_seed) == {0: 0, 1: 0, 2: 0}
+    assert feature_seeds("random-init", [0, 1, 2], fixed) == {0: 0, 1: 0, 2: 0}
+    assert feature_seeds("random-init", [0, 1, 2], per_seed) == {0: 0, 1: 1, 2: 2}
 
 
 def test_bad_inputs_are_named_and_other_tasks_finish(env, tmp_path):

@@ -60,13 +60,3 @@ def test_evaluate_through_ray(ray_local, tmp_path, monkeypatch, capsys):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "m-brick-kiln" in capsys.readouterr().out
 
-
-def test_linear_probes_share_features_of_one_fixed_encoder_only():
-    from ray_jobs.evaluate import feature_seeds
-
-    fixed = {"run": {"random_init_seed": 0}}
-    per_seed = {"run": {"random_init_seed": None}}
-    assert feature_seeds("checkpoint", [0, 1, 2], fixed) == {0: 0, 1: 0, 2: 0}
-    assert feature_seeds("checkpoint", [0, 1, 2], per_seed) == {0: 0, 1: 0, 2: 0}
-    assert feature_seeds("random-init", [0, 1, 2], fixed) == {0: 0, 1: 0, 2: 0}
-    assert feature_seeds("random-init", [0, 1, 2], per_seed) == {0: 0, 1: 1, 2: 2}

@@ -117,6 +117,17 @@ def error_record(job: EvalJob, exc: BaseException, seconds: float = 0.0) -> dict
                    traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:])
 
 
+def feature_seeds(encoder: str, seeds: list[int], config: dict) -> dict[int, int]:
+    """For each linear-probe seed, the seed whose extracted features it probes.
+
+    One fixed encoder (the checkpoint; random-init with a fixed `run.random_init_seed`): every seed
+    shares the first seed's features. With `run.random_init_seed: null` each seed has its own
+    random encoder, so its own features.
+    """
+    per_seed = encoder == "random-init" and config["run"]["random_init_seed"] is None
+    return {seed: seed if per_seed else seeds[0] for seed in seeds}
+
+
 def run_extract(job: EvalJob) -> Features | dict[str, Any]:
     """Frozen features of the job's task (shared by the linear jobs of every seed), or an error record."""
     t0 = time.time()
