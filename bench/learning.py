@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(records)
     deltas, beats = [], 0
+    checked = eval_config_from_dict(config)
+    top_lr = {task: max(checked.for_task(task).linear.lrs) for task in tasks}  # per-task overrides included
     for task in tasks:
         pre = summary["checkpoint"]["linear"][task]
         rnd = summary["random-init"]["linear"][task]
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                "random": rnd["mean"], "random_std": rnd["std"], "random_max": max(random_tests, default=None),
                "seeds": pre["n"],
                # probes whose chosen lr is the grid's largest: the grid may be too narrow
-               "lr_at_grid_top": sum(r.get("lr") == max(config["linear"]["lrs"]) for r in records
+               "lr_at_grid_top": sum(r.get("lr") == top_lr[task] for r in records
                                      if r["task"] == task and r.get("status") == "ok")}
         if pre["mean"] is not None and rnd["mean"] is not None:
             row["delta"] = round(pre["mean"] - rnd["mean"], 3)

@@ -59,4 +59,3 @@ def test_evaluate_through_ray(ray_local, tmp_path, monkeypatch, capsys):
     assert any(line.startswith("[1] m-brick-kiln / ") and "id_0000.hdf5 is corrupt" in line for line in table)
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "m-brick-kiln" in capsys.readouterr().out
-
