@@ -2,24 +2,29 @@
 
     python bench/learning.py [--config configs/tiny.yaml] [--max-steps 768] [--out runs/learning]
                              [--pretrain-set loss.w_sig_ctx=0.2 ...] [--samples 4000] [--seeds 3]
-                             [--checkpoint export.pt] [--set linear.epochs=30 ...] [--tasks m-so2sat,...]
+                             [--pretrain-seeds 3] [--checkpoint a.pt,b.pt] [--set linear.epochs=30 ...]
+                             [--tasks m-so2sat,...]
 
 1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps,
    the schedules (lr, weight decay, EMA) stretched to end there (`python -m hqjepa.pretrain_local`,
-   which writes OUT/pretrain/export.pt: the EMA target encoder). Without `--pretrain-set` the
-   recipe is PRETRAIN_RECIPE below (768 steps = ~8 min on 2 cores); `--checkpoint` skips this step;
+   which writes OUT/pretrain_seed<i>/export.pt: the EMA target encoder), once per pretraining seed
+   i < `--pretrain-seeds` (`optim.seed=i`: initial weights, scene order, masks). Without
+   `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~7 min per run on 2 cores);
+   `--checkpoint` skips this step;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`; `--samples` per classification task, split 50/25/25, so 4000 gives
    1000 test samples like GeoBench's m- tasks; `--segmentation-samples` per segmentation task);
 3. linear-probe every task with the pretrained encoder and with random-init encoders of the same
    architecture (configs/eval.yaml protocol, 100 epochs: frozen features, linear head, lr and epoch
-   chosen on valid, test scored once), over `--seeds` seeds. Seed i probes the checkpoint with head
-   seed i and random encoder i with head seed i (`run.random_init_seed: null`), so the random row's
-   mean and std include the spread between random encoders. Runs in this process (no Ray).
+   chosen on valid, test scored once), over `--seeds` seeds. Seed i probes pretraining run i (mod
+   the number of runs) with head seed i and random encoder i with head seed i
+   (`run.random_init_seed: null`), so both rows' means and stds include the spread between
+   encoders: a random encoder's score depends on its draw (m-brick-kiln 95.6-97.1 over three), and a
+   pretrained one starts from such a draw too. Runs in this process (no Ray).
 
 Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
 "random_std", "random_max", "delta", "beats_every_random"} (test scores in percent, delta =
-pretrained mean - random mean), then a summary line with the pretraining budget (steps, seconds),
+pretrained mean - random mean), then a summary line with the pretraining budget (steps, seconds per run),
 how many tasks improved, how many beat every random encoder, and the mean delta. The table and
 chart land in OUT/eval/ (table.md, results.json, results.png).
 """
@@ -62,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-set", action="append", default=None, metavar="SECTION.KEY=VALUE",
                    help="pretraining config override (repeatable), e.g. loss.w_sig_ctx=0.05; any given "
                         "replace PRETRAIN_RECIPE (pass --pretrain-set '' for the config as it is)")
-    p.add_argument("--checkpoint", default=None, help="use this encoder export instead of pretraining")
+    p.add_argument("--checkpoint", default=None,
+                   help="use these encoder exports (comma-separated; seed i probes the i-th, cyclically) "
+                        "instead of pretraining")
+    p.add_argument("--pretrain-seeds", type=int, default=3,
+                   help="pretraining runs with optim.seed 0..N-1 (init, scene order, masks); seed i probes "
+                        "run i mod N, as it probes random encoder i")
     p.add_argument("--out", default=str(ROOT / "runs" / "learning"))
     p.add_argument("--samples", type=int, default=4000,
                    help="synthetic GeoBench samples per classification task (split 50/25/25: 4000 gives GeoBench's "
@@ -86,12 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pretrain(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
-    if args.checkpoint:
-        return Path(args.checkpoint), {"pretrain_steps": None, "pretrain_seconds": None}
+def pretrain(args: argparse.Namespace, out: Path, seed: int) -> tuple[Path, dict]:
+    """Pretrain the recipe with `optim.seed=seed` (init, scene order, masks) into `out`."""
     cmd = [sys.executable, "-m", "hqjepa.pretrain_local", "--config", args.config, "--out", str(out)]
     for text in args.pretrain_set:
         cmd += ["--set", text]
+    cmd += ["--set", f"optim.seed={seed}"]
     if args.max_steps is not None:
         # stretch the epochs so that the lr / EMA schedules end at the budget instead of being cut
         cfg = load_config(args.config, dict(parse_override(t) for t in args.pretrain_set))
@@ -107,7 +117,17 @@ def pretrain(args: argparse.Namespace, out: Path) -> tuple[Path, dict]:
     metrics = out / "metrics.csv"
     if metrics.exists():
         steps = max(0, len(metrics.read_text().strip().splitlines()) - 1)
-    return out / "export.pt", {"pretrain_steps": steps, "pretrain_seconds": round(seconds, 1)}
+    return out / "export.pt", {"steps": steps, "seconds": round(seconds, 1)}
+
+
+def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path], dict]:
+    """The checkpoints to compare with the random encoders, and the pretraining budget of each."""
+    if args.checkpoint:
+        return [Path(c) for c in args.checkpoint.split(",") if c.strip()], \
+            {"pretrain_steps": None, "pretrain_seconds": None}
+    runs = [pretrain(args, out / f"pretrain_seed{seed}", seed) for seed in range(args.pretrain_seeds)]
+    return [path for path, _ in runs], {"pretrain_steps": runs[0][1]["steps"],
+                                        "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     config = eval_config_from_dict(raw).to_dict()
     tasks = list(TASKS) if args.tasks == "all" else [t for t in TASKS if t in args.tasks.split(",")]
 
-    checkpoint, budget = pretrain(args, out / "pretrain")
+    checkpoints, budget = pretrained_encoders(args, out)
     t0 = time.time()
     bench = out / "geobench"
     segmentation = [t for t in tasks if TASKS[t].kind == "segmentation"]
@@ -136,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for encoder in ("checkpoint", "random-init"):
         for task in tasks:
-            extracted = {}  # seed whose encoder gave the features -> features (one fixed encoder: one entry)
+            extracted = {}  # (checkpoint, seed whose encoder gave the features) -> features
             for seed, source in feature_seeds(encoder, config["run"]["seeds"], config).items():
-                if source not in extracted:
-                    extracted[source] = run_extract(EvalJob(task, "linear", source, encoder, str(checkpoint),
-                                                            str(bench), config, args.config))
-                job = EvalJob(task, "linear", seed, encoder, str(checkpoint), str(bench), config, args.config)
-                records.append(run_linear(job, extracted[source]))
+                checkpoint = str(checkpoints[seed % len(checkpoints)])
+                key = (checkpoint if encoder == "checkpoint" else None, source)
+                if key not in extracted:
+                    extracted[key] = run_extract(EvalJob(task, "linear", source, encoder, checkpoint,
+                                                         str(bench), config, args.config))
+                job = EvalJob(task, "linear", seed, encoder, checkpoint, str(bench), config, args.config)
+                records.append(run_linear(job, extracted[key]))
     eval_seconds = time.time() - t0
 
     summary = summarize(records)
@@ -169,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             row["delta"] = None
             row["errors"] = pre["errors"] + rnd["errors"]
         print(json.dumps(row), flush=True)
-    paths = write_report(out / "eval", records, {"checkpoint": str(checkpoint), "benchmark_dir": str(bench),
-                                                  "eval_config": config, **budget},
+    paths = write_report(out / "eval", records, {"checkpoints": [str(c) for c in checkpoints],
+                                                  "benchmark_dir": str(bench), "eval_config": config, **budget},
                          {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
     print(json.dumps({"summary": True, "config": args.config,
-                      "pretrain_set": None if args.checkpoint else args.pretrain_set, **budget,
+                      "pretrain_set": None if args.checkpoint else args.pretrain_set,
+                      "pretrained_encoders": len(checkpoints), **budget,
                       "samples_per_task": args.samples,
                       "segmentation_samples_per_task": args.segmentation_samples or args.samples,
                       "seeds": args.seeds, "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
