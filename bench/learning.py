@@ -123,8 +123,12 @@ def pretrain(args: argparse.Namespace, out: Path, seed: int) -> tuple[Path, dict
 def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path], dict]:
     """The checkpoints to compare with the random encoders, and the pretraining budget of each."""
     if args.checkpoint:
-        return [Path(c) for c in args.checkpoint.split(",") if c.strip()], \
-            {"pretrain_steps": None, "pretrain_seconds": None}
+        paths = [Path(c.strip()) for c in args.checkpoint.split(",") if c.strip()]
+        if not paths:
+            raise SystemExit(f"--checkpoint {args.checkpoint!r}: no checkpoint path given")
+        return paths, {"pretrain_steps": None, "pretrain_seconds": None}
+    if args.pretrain_seeds < 1:
+        raise SystemExit(f"--pretrain-seeds {args.pretrain_seeds}: at least one pretraining run is needed")
     runs = [pretrain(args, out / f"pretrain_seed{seed}", seed) for seed in range(args.pretrain_seeds)]
     return [path for path, _ in runs], {"pretrain_steps": runs[0][1]["steps"],
                                         "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
