@@ -6,8 +6,8 @@ A reference row for `bench/learning.py`: what a linear head reads from the S2 pi
 encoder. For each scene x [12 bands, H, W] (bands mapped and normalised as for the encoders):
 - band_mean      mu_b = mean_(i,j) x_b(i,j)                          (12 features)
 - band_mean_std  [mu_b | sigma_b], sigma_b the std over the scene     (24)
-- patch_mean     mean over the 10 x 10 patches of the raw patch vector (12 * 10 * 10 = 1200): what a
-                 mean-pooled *linear* patch embedding can see at most.
+- patch_mean     mean over the encoder's patches (10 x 10 px) of the raw patch vector
+                 (12 * 10 * 10 = 1200): what a mean-pooled *linear* patch embedding can see at most.
 Prints one JSON line per feature set: test score per probe seed and their mean.
 """
 
@@ -30,13 +30,14 @@ from hqjepa.eval.probe import Features, linear_probe  # noqa: E402
 from hqjepa.eval.runner import EvalJob, load_job_encoder, open_splits  # noqa: E402
 
 
-def _patch_mean(x: torch.Tensor, patch: int = 10) -> torch.Tensor:
+def _patch_mean(x: torch.Tensor, patch: int) -> torch.Tensor:
     p = x.unfold(2, patch, patch).unfold(3, patch, patch)       # [B, C, h, w, patch, patch]
     return p.permute(0, 2, 3, 1, 4, 5).flatten(3).mean(dim=(1, 2))
 
-FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "band_mean": lambda x: x.mean(dim=(2, 3)),
-    "band_mean_std": lambda x: torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1),
+
+FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {  # (scenes, patch size) -> features
+    "band_mean": lambda x, patch: x.mean(dim=(2, 3)),
+    "band_mean_std": lambda x, patch: torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1),
     "patch_mean": _patch_mean,
 }
 
@@ -49,22 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args(argv)
-    cfg = load_eval_config(args.eval_config).to_dict()
+    cfg = load_eval_config(args.eval_config)
     # a random-init job only to open the splits exactly as the encoders see them (bands, size)
-    job = EvalJob(args.task, "linear", 0, "random-init", None, args.benchmark_dir, cfg, args.config)
+    job = EvalJob(args.task, "linear", 0, "random-init", None, args.benchmark_dir, cfg.to_dict(), args.config)
     encoder, model_cfg = load_job_encoder(job)
     task, splits = open_splits(job, encoder, model_cfg)
     if task.info.kind == "segmentation":
         raise SystemExit(f"{args.task}: scene-level features only (a classification task)")
-    lin = load_eval_config(args.eval_config).for_task(args.task).linear
+    lin = cfg.for_task(args.task).linear
+    # read each split's pixels once; every feature set is computed from the same tensors
+    pixels = {split: [(x, y) for x, y in DataLoader(ds, batch_size=64)] for split, ds in splits.items()}
     for name, fn in FEATURES.items():
-        xs, ys = {}, {}
-        for split, ds in splits.items():
-            feats, labels = [], []
-            for x, y in DataLoader(ds, batch_size=64):
-                feats.append(fn(x))
-                labels.append(y)
-            xs[split], ys[split] = torch.cat(feats), torch.cat(labels)
+        xs = {split: torch.cat([fn(x, encoder.patch_size) for x, _ in batches]) for split, batches in pixels.items()}
+        ys = {split: torch.cat([y for _, y in batches]) for split, batches in pixels.items()}
         feats = Features(task.info.kind, task.n_classes, xs, ys, None)
         tests = [linear_probe(feats, tuple(lin.lrs), lin.epochs, lin.weight_decay, lin.batch_size, seed)["test"]
                  for seed in range(args.seeds)]
