@@ -139,6 +139,10 @@ class LossConfig:
     sig_ctx_on: str = _f("tokens", choices=("tokens", "pooled"),
                          doc="what w_sig_ctx regularises: every valid context token, or each sample's mean "
                              "context token (LeJEPA regularises per-image embeddings)")
+    w_pix: float = _f(0.0, lo=0, doc="also predict each target patch's band means and log-stds (MaskFeat-style "
+                                     "texture target, losses/pixel_stats.py); 0 = the paper's objective")
+    target_blocks: int = _f(1, lo=1, doc="prediction targets: the teacher's last block (1, I-JEPA) or the mean of "
+                                          "its last K blocks' layer-normed tokens (data2vec)")
     smooth_l1_beta: float = _f(1.0, lo=0, lo_open=True)
     cm_loss: str = _f("smooth_l1", choices=("smooth_l1", "mse"))
     sigreg_slices: int = _f(256, lo=1)
@@ -315,6 +319,8 @@ def _check_cross_field(cfg: Config) -> None:
                           f"({m.patch_size})")
     if m.n_mamba > m.depth:
         raise ConfigError(f"model.mamba_layers = {m.mamba_layers}: must be in [0, model.depth={m.depth}]")
+    if cfg.loss.target_blocks > m.depth:
+        raise ConfigError(f"loss.target_blocks = {cfg.loss.target_blocks}: must be in [1, model.depth={m.depth}]")
     for key, dim, heads in (("model.embed_dim", m.embed_dim, m.num_heads),
                             ("model.predictor_embed_dim", m.predictor_embed_dim, m.predictor_heads),
                             ("model.s1_embed_dim", m.s1_embed_dim, m.s1_heads),

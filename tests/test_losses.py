@@ -7,6 +7,7 @@ import torch
 
 from hqjepa.losses.cross_modal import cross_modal_loss
 from hqjepa.losses.masked import masked_pool, masked_token_mean
+from hqjepa.losses.pixel_stats import patch_band_stats, pixel_stats_loss
 from hqjepa.losses.prediction import prediction_loss
 from hqjepa.losses.sigreg import SIGReg
 from hqjepa.losses.weighting import S_MAX, S_MIN, LossWeighting
@@ -128,3 +129,38 @@ def test_dwa_weighting_favours_the_stalling_term():
 def test_unknown_scheme():
     with pytest.raises(ValueError, match="fixed, uncertainty or dwa"):
         LossWeighting("gradnorm", {"pred": 1.0})
+
+
+def test_patch_band_stats_are_standardised_means_and_log_stds_in_token_order():
+    g = torch.Generator().manual_seed(0)
+    s2 = torch.randn(2, 3, 4, 6, generator=g) * torch.tensor([1.0, 5.0, 0.1]).view(1, 3, 1, 1) + 2.0
+    z = patch_band_stats(s2, patch=2, eps=1e-3)
+    assert z.shape == (2, 6, 6)  # 2 x 3 patches, 3 bands x (mean, log std)
+    raw = torch.zeros(2, 6, 6)
+    for b in range(2):
+        for i in range(2):
+            for j in range(3):  # token i * 3 + j: patch row i, column j (the encoder's row-major order)
+                px = s2[b, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(3, 4)
+                raw[b, i * 3 + j] = torch.cat([px.mean(-1), torch.log(px.std(-1) + 1e-3)])
+    flat = raw.reshape(-1, 6)
+    assert torch.allclose(z, (raw - flat.mean(0)) / flat.std(0), atol=1e-5)
+    assert torch.allclose(z.reshape(-1, 6).mean(0), torch.zeros(6), atol=1e-5)
+    # a textured patch has a larger log-std feature than a flat one of the same mean
+    flat_then_texture = torch.zeros(1, 1, 2, 4)
+    flat_then_texture[0, 0, :, 2:] = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    z2 = patch_band_stats(flat_then_texture, patch=2)
+    assert z2[0, 0, 0] == z2[0, 1, 0] and z2[0, 1, 1] > z2[0, 0, 1]
+    with pytest.raises(ValueError, match="not a multiple of the patch size 4"):
+        patch_band_stats(s2, patch=4)
+
+
+def test_pixel_stats_loss_is_masked_mse_and_ignores_padding():
+    target = torch.randn(2, 2, 3, 4)
+    valid = torch.tensor([[[1, 1, 0], [1, 0, 0]], [[1, 1, 1], [1, 1, 0]]], dtype=torch.bool)
+    pred = target.clone()
+    pred[~valid] += 100.0  # padding never counts
+    assert pixel_stats_loss(pred, target, valid) == 0
+    pred = target + 2.0
+    assert torch.isclose(pixel_stats_loss(pred, target, valid), torch.tensor(4.0))
+    with pytest.raises(ValueError, match="predicted"):
+        pixel_stats_loss(pred[..., :2], target, valid)

@@ -60,21 +60,24 @@ def test_encoder_any_grid_and_padding_invariance():
     ({"w_cm": 1.0, "w_sig": 0.0, "w_fqs": 0.0}, {"s1_encoder", "s1_proj"}),
     ({"w_cm": 1.0, "w_sig": 0.05, "w_fqs": 0.1}, {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}),
     ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_sig_ctx": 0.05}, {"sigreg"}),
+    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_pix": 0.5}, {"pix_head"}),
 ])
 def test_only_used_parts_are_built(weights, built):
     model = HQJEPA(_cfg(**weights))
-    optional = {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}
+    optional = {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head", "pix_head"}
     assert {n for n in optional if hasattr(model, n)} == built
     out = model(_batch(model.cfg), step=0)
     assert set(out.terms) == {"pred"} | {t for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"),
-                                                         ("sig_ctx", "w_sig_ctx")) if weights.get(k, 0) > 0}
+                                                         ("sig_ctx", "w_sig_ctx"), ("pix", "w_pix"))
+                                       if weights.get(k, 0) > 0}
     assert torch.isfinite(out.total)
 
 
 def test_full_objective_gradients_reach_every_trainable_part():
     torch.manual_seed(0)
-    model = HQJEPA(_cfg(weighting="uncertainty"))
+    model = HQJEPA(_cfg(weighting="uncertainty", w_sig_ctx=0.05, w_pix=0.5))
     out = model(_batch(model.cfg), step=3)
+    assert set(out.terms) == {"pred", "cm", "sig", "fqs", "sig_ctx", "pix"}
     out.total.backward()
     assert "fqs_gap" in out.diagnostics and "fqs_fidelity" in out.diagnostics
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
@@ -110,3 +113,32 @@ def test_sigreg_on_context_sees_tokens_or_one_mean_token_per_sample(on):
     assert len(seen) == 1 and torch.allclose(seen[0], want, atol=1e-5)
     assert seen[0].shape[0] == (int(batch["ctx_valid"].sum()) if on == "tokens" else 4)
     assert torch.isfinite(out.terms["sig_ctx"])
+
+
+def test_targets_are_the_last_block_or_the_mean_of_the_last_k_blocks():
+    import torch.nn.functional as F
+
+    from hqjepa.config import ConfigError
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, 40, 40)
+    one, two = HQJEPA(_cfg()), HQJEPA(_cfg(target_blocks=2))
+    two.load_state_dict(one.state_dict())
+    with torch.no_grad():  # a teacher that differs from the student, so the test sees which one is used
+        for p in one.teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    two.load_state_dict(one.state_dict())
+
+    def ln(t):
+        return F.layer_norm(t, (t.shape[-1],))
+
+    blocks = one.teacher.block_outputs(x, 2)
+    assert torch.allclose(blocks[-1], one.teacher(x), atol=1e-6)
+    assert torch.allclose(one.teacher_tokens(x), ln(one.teacher(x)), atol=1e-6)
+    want = ln((ln(blocks[0]) + ln(blocks[1])) / 2)
+    assert torch.allclose(two.teacher_tokens(x), want, atol=1e-5)
+    assert not torch.allclose(two.teacher_tokens(x), one.teacher_tokens(x), atol=1e-3)
+    out = two(_batch(two.cfg), step=0)
+    assert torch.isfinite(out.total)
+    with pytest.raises(ConfigError, match=r"loss.target_blocks = 3: must be in \[1, model.depth=2\]"):
+        _cfg(target_blocks=3)

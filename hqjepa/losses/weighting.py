@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 S_MIN, S_MAX = -6.0, 6.0  # weights stay within [e^-6, e^6] ~ [0.0025, 403]
-TERMS = ("pred", "cm", "sig", "fqs", "sig_ctx")
+TERMS = ("pred", "cm", "sig", "fqs", "sig_ctx", "pix")
 
 
 class LossWeighting(nn.Module):

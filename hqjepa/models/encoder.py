@@ -117,6 +117,11 @@ class HybridEncoder(nn.Module):
         """Probing features: the tokens after each of the last `last` blocks, each through the final
         norm, concatenated along channels: x [B, C, H, W] -> [B, N, last * D]. last = 1 is `forward(x)`.
         (DINO's linear evaluation of ViT-S concatenates its last four blocks the same way.)"""
+        return torch.cat(self.block_outputs(x, last), dim=-1)
+
+    def block_outputs(self, x: torch.Tensor, last: int = 1) -> list[torch.Tensor]:
+        """The tokens after each of the last `last` blocks, each through the final norm: a list of
+        `last` tensors [B, N, D], the shallowest first."""
         if not 1 <= last <= len(self.blocks):
             raise ValueError(f"feature blocks: asked for the last {last}, the encoder has {len(self.blocks)} blocks")
         tokens = self._embed(x)
@@ -125,7 +130,7 @@ class HybridEncoder(nn.Module):
             tokens = blk(tokens, None)
             if i >= len(self.blocks) - last:
                 outs.append(self.norm(tokens))
-        return torch.cat(outs, dim=-1)
+        return outs
 
 
 def init_weights(module: nn.Module) -> None:

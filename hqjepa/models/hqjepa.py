@@ -17,6 +17,7 @@ from torch import nn
 from hqjepa.config import Config
 from hqjepa.losses.cross_modal import cross_modal_loss
 from hqjepa.losses.masked import masked_pool
+from hqjepa.losses.pixel_stats import patch_band_stats, pixel_stats_loss
 from hqjepa.losses.prediction import prediction_loss
 from hqjepa.losses.sigreg import SIGReg
 from hqjepa.losses.weighting import LossWeighting
@@ -46,7 +47,8 @@ class HQJEPA(nn.Module):
             p.requires_grad_(False)
         self.predictor = Predictor(m.embed_dim, m.predictor_embed_dim, m.predictor_depth, m.predictor_heads,
                                    m.mlp_ratio)
-        base = {"pred": 1.0, "cm": loss.w_cm, "sig": loss.w_sig, "fqs": loss.w_fqs, "sig_ctx": loss.w_sig_ctx}
+        base = {"pred": 1.0, "cm": loss.w_cm, "sig": loss.w_sig, "fqs": loss.w_fqs, "sig_ctx": loss.w_sig_ctx,
+                "pix": loss.w_pix}
         self.weighting = LossWeighting(loss.weighting, base, loss.dwa_temperature)
         self.uses = set(self.weighting.names)
         if self.uses & {"cm", "sig"}:
@@ -57,6 +59,8 @@ class HQJEPA(nn.Module):
             self.fusion = CrossModalFusion(m.embed_dim, m.fusion_heads)
         if self.uses & {"sig", "sig_ctx"}:
             self.sigreg = SIGReg(loss.sigreg_slices, loss.sigreg_knots, loss.sigreg_t_max, seed=cfg.optim.seed)
+        if "pix" in self.uses:  # 2 statistics (mean, log std) per S2 band
+            self.pix_head = nn.Linear(m.embed_dim, 2 * len(m.s2_bands))
         if "fqs" in self.uses:
             from hqjepa.quantum.head import FQSHead
             self.fqs_head = FQSHead(m.embed_dim, m.fqs_enc_layers, m.fqs_pred_layers,
@@ -70,15 +74,26 @@ class HQJEPA(nn.Module):
         torch._foreach_mul_(t, momentum)
         torch._foreach_add_(t, s, alpha=1.0 - momentum)
 
+    @torch.no_grad()
+    def teacher_tokens(self, s2: torch.Tensor) -> torch.Tensor:
+        """Prediction targets for every patch, [B, N, D]: LN(h_L) (I-JEPA) with loss.target_blocks = 1,
+        else LN(mean_k LN(h_k)) over the teacher's last K blocks (data2vec's averaged targets keep what
+        the shallower blocks still carry, such as within-patch texture), h_k after the final norm."""
+        k = self.cfg.loss.target_blocks
+        if k == 1:
+            full = self.teacher(s2)
+            return F.layer_norm(full, (full.shape[-1],))
+        outs = [F.layer_norm(h, (h.shape[-1],)) for h in self.teacher.block_outputs(s2, k)]
+        mean = torch.stack(outs).mean(0)
+        return F.layer_norm(mean, (mean.shape[-1],))
+
     def forward(self, batch: dict[str, torch.Tensor], step: int = 0) -> Objective:
         s2, ctx_idx, ctx_valid = batch["s2"], batch["ctx_idx"], batch["ctx_valid"]
         tgt_idx, tgt_valid = batch["tgt_idx"], batch["tgt_valid"]
         beta = self.cfg.loss.smooth_l1_beta
 
         with torch.no_grad():
-            full = self.teacher(s2)
-            full = F.layer_norm(full, (full.shape[-1],))
-            targets = gather_tokens(full, tgt_idx)                         # [B, K, T, D]
+            targets = gather_tokens(self.teacher_tokens(s2), tgt_idx)       # [B, K, T, D]
 
         ctx = self.student(s2, ctx_idx, ctx_valid)                          # [B, Nc, D]
         pred = self.predictor(ctx, ctx_idx, ctx_valid, tgt_idx, tgt_valid, self.grid)
@@ -86,6 +101,9 @@ class HQJEPA(nn.Module):
         if "sig_ctx" in self.uses:  # every valid context token is one embedding, or each sample's mean token
             emb = ctx[ctx_valid] if self.cfg.loss.sig_ctx_on == "tokens" else masked_pool(ctx, ctx_valid)
             terms["sig_ctx"] = self.sigreg(emb, step)
+        if "pix" in self.uses:
+            stats = gather_tokens(patch_band_stats(s2, self.cfg.model.patch_size), tgt_idx)  # [B, K, T, 2C]
+            terms["pix"] = pixel_stats_loss(self.pix_head(pred), stats, tgt_valid)
         diagnostics: dict[str, torch.Tensor] = {}
 
         if self.uses & {"cm", "sig"}:
