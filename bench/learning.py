@@ -23,8 +23,9 @@
    pretrained one starts from such a draw too. Runs in this process (no Ray).
 
 Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
-"random_std", "random_max", "delta", "beats_every_random"} (test scores in percent, delta =
-pretrained mean - random mean), then a summary line with the pretraining budget (steps, seconds per run),
+"random_std", "random_max", "delta", "beats_every_random", "paired_deltas"} (test scores in percent,
+delta = pretrained mean - random mean, paired_deltas = per seed, pretrained run i - random encoder i,
+which share their initial weights when this bench pretrained them), then a summary line with the pretraining budget (steps, seconds per run),
 how many tasks improved, how many beat every random encoder, and the mean delta. The table and
 chart land in OUT/eval/ (table.md, results.json, results.png).
 """
@@ -134,6 +135,21 @@ def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path]
                                         "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
 
 
+def paired_deltas(records: list[dict], task: str) -> list[float | None]:
+    """Per seed i: the pretrained encoder's test score minus random encoder i's, both probed with
+    head seed i. When this bench pretrained the checkpoints (`optim.seed=i`), pretraining run i
+    starts from exactly random encoder i's weights (both draw `build_encoder` first after
+    `torch.manual_seed(i)`), so each difference is what pretraining changed in that draw; None
+    where either probe failed."""
+    scores: dict[str, dict[int, float]] = {"checkpoint": {}, "random-init": {}}
+    for r in records:
+        if r["task"] == task and r.get("status") == "ok" and r["encoder"] in scores:
+            scores[r["encoder"]][r["seed"]] = r["test"]
+    seeds = sorted(set(scores["checkpoint"]) | set(scores["random-init"]))
+    return [round(scores["checkpoint"][s] - scores["random-init"][s], 2)
+            if s in scores["checkpoint"] and s in scores["random-init"] else None for s in seeds]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -186,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                # probes whose chosen lr is the grid's largest: the grid may be too narrow
                "lr_at_grid_top": sum(r.get("lr") == top_lr[task] for r in records
                                      if r["task"] == task and r.get("status") == "ok")}
+        row["paired_deltas"] = paired_deltas(records, task)
         if pre["mean"] is not None and rnd["mean"] is not None:
             row["delta"] = round(pre["mean"] - rnd["mean"], 3)
             row["beats_every_random"] = pre["mean"] > row["random_max"]
@@ -206,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                       "seeds": args.seeds, "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
                       "tasks_improved": sum(d > 0 for d in deltas), "tasks_above_every_random_encoder": beats,
                       "random_init_seed": config["run"]["random_init_seed"],
+                      # pretraining run i started from random encoder i: paired_deltas compare like with like
+                      "shared_init": (not args.checkpoint and args.pretrain_seeds == args.seeds
+                                      and config["run"]["random_init_seed"] is None),
                       "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
                       "synth_seconds": round(synth_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                       "table": paths["table"]}), flush=True)

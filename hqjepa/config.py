@@ -141,6 +141,9 @@ class LossConfig:
                              "context token (LeJEPA regularises per-image embeddings)")
     w_pix: float = _f(0.0, lo=0, doc="also predict each target patch's band means and log-stds (MaskFeat-style "
                                      "texture target, losses/pixel_stats.py); 0 = the paper's objective")
+    pix_on: str = _f("targets", choices=("targets", "context"),
+                     doc="where w_pix reads: the predictor's target tokens (predict from context) or the "
+                         "student's own context tokens (describe the patch it sees)")
     target_blocks: int = _f(1, lo=1, doc="prediction targets: the teacher's last block (1, I-JEPA) or the mean of "
                                           "its last K blocks' layer-normed tokens (data2vec)")
     smooth_l1_beta: float = _f(1.0, lo=0, lo_open=True)

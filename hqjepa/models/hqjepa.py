@@ -102,8 +102,12 @@ class HQJEPA(nn.Module):
             emb = ctx[ctx_valid] if self.cfg.loss.sig_ctx_on == "tokens" else masked_pool(ctx, ctx_valid)
             terms["sig_ctx"] = self.sigreg(emb, step)
         if "pix" in self.uses:
-            stats = gather_tokens(patch_band_stats(s2, self.cfg.model.patch_size), tgt_idx)  # [B, K, T, 2C]
-            terms["pix"] = pixel_stats_loss(self.pix_head(pred), stats, tgt_valid)
+            stats = patch_band_stats(s2, self.cfg.model.patch_size)                     # [B, N, 2C]
+            if self.cfg.loss.pix_on == "targets":
+                terms["pix"] = pixel_stats_loss(self.pix_head(pred), gather_tokens(stats, tgt_idx), tgt_valid)
+            else:  # one block of the context tokens
+                terms["pix"] = pixel_stats_loss(self.pix_head(ctx)[:, None], gather_tokens(stats, ctx_idx)[:, None],
+                                                ctx_valid[:, None])
         diagnostics: dict[str, torch.Tensor] = {}
 
         if self.uses & {"cm", "sig"}:

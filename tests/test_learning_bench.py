@@ -1,0 +1,54 @@
+"""bench/learning.py's pairing: pretraining run i starts from random encoder i's weights, and its
+per-seed differences are computed seed by seed."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from hqjepa.config import load_config, parse_override
+from hqjepa.eval.config import load_eval_config
+from hqjepa.eval.runner import EvalJob, load_job_encoder
+from hqjepa.models.hqjepa import HQJEPA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "bench" / "learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretraining_run_starts_from_the_random_encoder_of_the_same_seed():
+    bench = _bench()
+    overrides = dict(parse_override(t) for t in bench.PRETRAIN_RECIPE + ["optim.seed=1"])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", overrides)
+    torch.manual_seed(cfg.optim.seed)  # what hqjepa.pretrain_local does before building the model
+    student = HQJEPA(cfg).student.state_dict()
+
+    config = load_eval_config(ROOT / "configs" / "eval.yaml").to_dict()
+    config["run"]["random_init_seed"] = None  # bench/learning.py's EVAL_DEFAULTS: encoder i for seed i
+    job = EvalJob("m-eurosat", "linear", 1, "random-init", None, "unused", config,
+                  str(ROOT / "configs" / "tiny.yaml"))
+    random_1 = load_job_encoder(job)[0].state_dict()
+    assert student.keys() == random_1.keys()
+    assert all(torch.equal(student[k], random_1[k]) for k in student)
+    job0 = EvalJob("m-eurosat", "linear", 0, "random-init", None, "unused", config, str(ROOT / "configs" / "tiny.yaml"))
+    random_0 = load_job_encoder(job0)[0].state_dict()
+    assert not torch.equal(random_0["patch_embed.proj.weight"], student["patch_embed.proj.weight"])
+
+
+def test_paired_deltas_subtract_seed_by_seed_and_mark_failed_probes():
+    bench = _bench()
+    records = [
+        {"task": "m-eurosat", "encoder": "checkpoint", "seed": 0, "status": "ok", "test": 85.0},
+        {"task": "m-eurosat", "encoder": "checkpoint", "seed": 1, "status": "ok", "test": 80.0},
+        {"task": "m-eurosat", "encoder": "checkpoint", "seed": 2, "status": "error", "test": None},
+        {"task": "m-eurosat", "encoder": "random-init", "seed": 1, "status": "ok", "test": 82.5},
+        {"task": "m-eurosat", "encoder": "random-init", "seed": 0, "status": "ok", "test": 84.0},
+        {"task": "m-eurosat", "encoder": "random-init", "seed": 2, "status": "ok", "test": 70.0},
+        {"task": "m-so2sat", "encoder": "checkpoint", "seed": 0, "status": "ok", "test": 1.0},
+    ]
+    assert bench.paired_deltas(records, "m-eurosat") == [1.0, -2.5, None]
