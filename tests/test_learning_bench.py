@@ -52,3 +52,27 @@ def test_paired_deltas_subtract_seed_by_seed_and_mark_failed_probes():
         {"task": "m-so2sat", "encoder": "checkpoint", "seed": 0, "status": "ok", "test": 1.0},
     ]
     assert bench.paired_deltas(records, "m-eurosat") == [1.0, -2.5, None]
+
+
+def test_grad_share_separates_each_terms_weighted_gradient():
+    from tests.test_model import _batch, _cfg
+
+    spec = importlib.util.spec_from_file_location("bench_grad_share", ROOT / "bench" / "grad_share.py")
+    grad_share = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grad_share)
+    torch.manual_seed(0)
+    model = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0))
+    batch = _batch(model.cfg)
+    rows, total = grad_share.term_gradients(model, batch, 0)
+    assert set(rows) == {"pred"} and abs(total - rows["pred"]["student"]) < 1e-9 * max(total, 1)
+    model.zero_grad()
+    model(batch, step=0).total.backward()  # the same number as the plain backward of the objective
+    want = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.student.parameters() if p.grad is not None)))
+    assert abs(rows["pred"]["student"] - want) < 1e-6 * max(want, 1e-12)
+
+    torch.manual_seed(0)
+    both = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0, w_sig_ctx=0.5))
+    rows, total = grad_share.term_gradients(both, _batch(both.cfg), 0)
+    assert set(rows) == {"pred", "sig_ctx"} and rows["sig_ctx"]["weight"] == 0.5
+    assert rows["sig_ctx"]["predictor"] == 0.0  # SIGReg on context tokens never reaches the predictor
+    assert total <= rows["pred"]["student"] + rows["sig_ctx"]["student"] + 1e-9
