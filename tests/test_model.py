@@ -142,3 +142,28 @@ def test_targets_are_the_last_block_or_the_mean_of_the_last_k_blocks():
     assert torch.isfinite(out.total)
     with pytest.raises(ConfigError, match=r"loss.target_blocks = 3: must be in \[1, model.depth=2\]"):
         _cfg(target_blocks=3)
+
+
+@pytest.mark.parametrize("on", ["targets", "context"])
+def test_pixel_statistics_term_reads_predictions_or_context_tokens(on):
+    from hqjepa.losses.pixel_stats import patch_band_stats
+
+    torch.manual_seed(0)
+    model = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0, w_pix=1.0, pix_on=on))
+    batch = _batch(model.cfg)
+    out = model(batch, step=0)
+    assert torch.isfinite(out.terms["pix"])
+    model.zero_grad()
+    out.terms["pix"].backward()
+    pred_grad = sum(float(p.grad.abs().sum()) for p in model.predictor.parameters() if p.grad is not None)
+    student_grad = sum(float(p.grad.abs().sum()) for p in model.student.parameters() if p.grad is not None)
+    assert student_grad > 0 and (pred_grad > 0) == (on == "targets")
+    if on == "context":  # the head's own reading of the student's context tokens, checked by hand
+        with torch.no_grad():
+            ctx = model.student(batch["s2"], batch["ctx_idx"], batch["ctx_valid"])
+            z = patch_band_stats(batch["s2"], 10)
+            want = torch.gather(z, 1, batch["ctx_idx"].unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+            err = (model.pix_head(ctx) - want).square().mean(-1)
+            v = batch["ctx_valid"].float()
+            expect = ((err * v).sum(1) / v.sum(1)).mean()
+        assert torch.allclose(out.terms["pix"].detach(), expect, atol=1e-5)

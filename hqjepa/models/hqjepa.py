@@ -77,8 +77,8 @@ class HQJEPA(nn.Module):
     @torch.no_grad()
     def teacher_tokens(self, s2: torch.Tensor) -> torch.Tensor:
         """Prediction targets for every patch, [B, N, D]: LN(h_L) (I-JEPA) with loss.target_blocks = 1,
-        else LN(mean_k LN(h_k)) over the teacher's last K blocks (data2vec's averaged targets keep what
-        the shallower blocks still carry, such as within-patch texture), h_k after the final norm."""
+        else LN(mean_k LN(h_k)) over the teacher's last K blocks (data2vec's averaged targets), h_k
+        after the final norm."""
         k = self.cfg.loss.target_blocks
         if k == 1:
             full = self.teacher(s2)
