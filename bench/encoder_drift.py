@@ -38,7 +38,7 @@ from hqjepa.checkpoint import load_encoder  # noqa: E402
 from hqjepa.data.labels import NOMENCLATURES  # noqa: E402
 from hqjepa.data.transforms import stack_s2, synthetic_band_stats  # noqa: E402
 from hqjepa.eval.synth_geobench import KILN, _scenes  # noqa: E402
-from hqjepa.losses.pixel_stats import patch_band_stats  # noqa: E402
+from hqjepa.losses.pixel_stats import patch_band_stats, patchify  # noqa: E402
 from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
 
 
@@ -113,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     scenes = _scenes("m-brick-kiln", np.random.default_rng(args.seed), args.scenes, 120)
     s2 = stack_s2({b: scenes.s2[b] for b in S2_BANDS}, 120, synthetic_band_stats(120, 6))
     label = torch.from_numpy(scenes.fractions[:, KILN] > 0.01)
+    land = torch.from_numpy(scenes.landcover).long().unsqueeze(1)                 # [n, 1, 120, 120]
+    per_patch: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}                  # patch size -> (share, majority)
     for path in paths:
         trained, cfg = load_encoder(path)
         patch = cfg.model.patch_size
-        pit = torch.from_numpy(scenes.landcover == KILN).double()
-        g = 120 // patch
-        share = pit.reshape(len(pit), g, patch, g, patch).mean((2, 4)).reshape(len(pit), -1)
-        land = torch.from_numpy(scenes.landcover).long().reshape(len(pit), g, patch, g, patch)
-        majority = torch.mode(land.permute(0, 1, 3, 2, 4).reshape(len(pit), g * g, patch * patch), -1).values
+        if patch not in per_patch:  # each patch's kiln-pit share and majority land cover, [n, N]
+            cells = patchify(land, patch)[:, :, 0]
+            per_patch[patch] = ((cells == KILN).double().mean(-1), torch.mode(cells, -1).values)
+        share, majority = per_patch[patch]
         init = initial_encoder(cfg)
         print(json.dumps({"checkpoint": path, "optim_seed": cfg.optim.seed, "scenes": args.scenes,
                           "rel_change": rel_change(trained, init),

@@ -28,17 +28,13 @@ sys.path.insert(0, str(ROOT))
 from hqjepa.eval.config import load_eval_config  # noqa: E402
 from hqjepa.eval.probe import Features, linear_probe  # noqa: E402
 from hqjepa.eval.runner import EvalJob, load_job_encoder, open_splits  # noqa: E402
-
-
-def _patch_mean(x: torch.Tensor, patch: int) -> torch.Tensor:
-    p = x.unfold(2, patch, patch).unfold(3, patch, patch)       # [B, C, h, w, patch, patch]
-    return p.permute(0, 2, 3, 1, 4, 5).flatten(3).mean(dim=(1, 2))
+from hqjepa.losses.pixel_stats import patchify  # noqa: E402
 
 
 FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {  # (scenes, patch size) -> features
     "band_mean": lambda x, patch: x.mean(dim=(2, 3)),
     "band_mean_std": lambda x, patch: torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1),
-    "patch_mean": _patch_mean,
+    "patch_mean": lambda x, patch: patchify(x, patch).flatten(2).mean(1),   # [B, C*P*P]
 }
 
 
@@ -60,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     lin = cfg.for_task(args.task).linear
     # read each split's pixels once; every feature set is computed from the same tensors
     pixels = {split: [(x, y) for x, y in DataLoader(ds, batch_size=64)] for split, ds in splits.items()}
+    ys = {split: torch.cat([y for _, y in batches]) for split, batches in pixels.items()}
     for name, fn in FEATURES.items():
         xs = {split: torch.cat([fn(x, encoder.patch_size) for x, _ in batches]) for split, batches in pixels.items()}
-        ys = {split: torch.cat([y for _, y in batches]) for split, batches in pixels.items()}
         feats = Features(task.info.kind, task.n_classes, xs, ys, None)
         tests = [linear_probe(feats, tuple(lin.lrs), lin.epochs, lin.weight_decay, lin.batch_size, seed)["test"]
                  for seed in range(args.seeds)]

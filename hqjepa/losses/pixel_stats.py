@@ -22,15 +22,22 @@ import torch
 from hqjepa.losses.masked import masked_token_mean
 
 
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """x [B, C, H, W] -> [B, N, C, P*P]: the P x P patches in the encoder's token order (row-major,
+    N = (H/P)(W/P)), each band's pixels row-major within the patch."""
+    b, c, h, w = x.shape
+    if h % patch or w % patch:
+        raise ValueError(f"image size {(h, w)} is not a multiple of the patch size {patch}")
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c, patch * patch)
+
+
 @torch.no_grad()
 def patch_band_stats(s2: torch.Tensor, patch: int, eps: float = 1e-3) -> torch.Tensor:
     """s2 [B, C, H, W] -> standardised descriptors z [B, N, 2C], N = (H/P)(W/P) patches in the
     encoder's token order (row-major), features [mu_1..mu_C, log(sigma_1+eps)..log(sigma_C+eps)]."""
-    b, c, h, w = s2.shape
-    if h % patch or w % patch:
-        raise ValueError(f"image size {(h, w)} is not a multiple of the patch size {patch}")
-    x = s2.float().reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
-    x = x.reshape(b, (h // patch) * (w // patch), c, patch * patch)
+    c = s2.shape[1]
+    x = patchify(s2.float(), patch)
     stats = torch.cat([x.mean(-1), torch.log(x.std(-1) + eps)], dim=-1)
     flat = stats.reshape(-1, 2 * c)
     return (stats - flat.mean(0)) / flat.std(0).clamp_min(1e-6)
