@@ -13,7 +13,8 @@ The optimiser clips the *summed* gradient to `optim.grad_clip` and AdamW normali
 so a term whose g_i is orders of magnitude above the others sets the direction of every step,
 whatever its weight is meant to say. Without `--checkpoint` the model is the one
 `hqjepa.pretrain_local` builds at step 0 (`torch.manual_seed(optim.seed)`); with a training-state
-checkpoint, its weights (and adaptive weights) at that step. Prints one JSON line per term, then
+checkpoint, its weights (and adaptive weights) at that step. With `loss.weighting: gradnorm` the
+weights are those the forward measured (smoothed over the batches, as in training). Prints one JSON line per term, then
 the norm of the summed student gradient and the configured clip.
 """
 
@@ -43,8 +44,8 @@ def grad_norm(params: list[torch.nn.Parameter]) -> float:
 def term_gradients(model: HQJEPA, batch: dict[str, torch.Tensor], step: int) -> tuple[dict[str, dict], float]:
     """{term: {"loss", "weight", "student", "predictor"}} (weighted gradient norms) and the norm of
     the summed student gradient, for one batch."""
-    weights = model.weighting.weights()
     out = model(batch, step=step)
+    weights = model.weighting.applied  # what this forward used (gradnorm measures them on the batch)
     student, predictor = list(model.student.parameters()), list(model.predictor.parameters())
     rows, total = {}, [torch.zeros_like(p) for p in student]
     for name, value in out.terms.items():

@@ -131,7 +131,9 @@ class MaskConfig:
 class LossConfig:
     """Objective L = L_pred + w_cm L_cm + w_sig L_sig + w_fqs L_fqs, fixed or adaptive weights."""
 
-    weighting: str = _f("fixed", choices=("fixed", "uncertainty", "dwa"))
+    weighting: str = _f("fixed", choices=("fixed", "uncertainty", "dwa", "gradnorm"),
+                        doc="fixed weights (the paper) or an adaptive scheme started from them "
+                            "(losses/weighting.py); gradnorm makes the weights each term's gradient share")
     w_cm: float = _f(1.0, lo=0)
     w_sig: float = _f(0.05, lo=0)
     w_fqs: float = _f(0.1, lo=0)

@@ -32,7 +32,7 @@ def test_shipped_configs_load():
     ({"model": {"depth": 8.5}}, "model.depth = 8.5: must be an integer"),
     ({"model": {"detph": 8}}, "model.detph: unknown key"),
     ({"modle": {}}, "modle: unknown section"),
-    ({"loss": {"weighting": "magic"}}, "loss.weighting = 'magic': must be one of 'fixed', 'uncertainty', 'dwa'"),
+    ({"loss": {"weighting": "magic"}}, "loss.weighting = 'magic': must be one of 'fixed', 'uncertainty', 'dwa', 'gradnorm'"),
     ({"mask": {"allow_overlap": "no"}}, "mask.allow_overlap = 'no': must be true or false"),
     ({"model": {"image_size": 125}}, "model.image_size = 125: must be a multiple of model.patch_size"),
     ({"model": {"embed_dim": 100, "num_heads": 6}}, "model.embed_dim = 100: must be divisible"),

@@ -126,9 +126,56 @@ def test_dwa_weighting_favours_the_stalling_term():
     assert got["cm"] > got["pred"] and sum(got.values()) == pytest.approx(2.0, rel=1e-5)
 
 
+def test_gradnorm_weights_make_the_configured_weights_gradient_shares():
+    base = {"pred": 1.0, "sig_ctx": 0.2, "fqs": 0.1}
+    w = LossWeighting("gradnorm", base)
+    z = torch.randn(5, 7, requires_grad=True)
+    terms = {"pred": 1e-4 * (z ** 2).sum(),            # scales five orders of magnitude apart,
+             "sig_ctx": 30.0 * (z.sin() ** 2).sum(),   # as SIGReg on tokens and L_pred are
+             "fqs": 0.5 * z.mean()}
+    raw = {n: torch.autograd.grad(t, z, retain_graph=True)[0].norm().item() for n, t in terms.items()}
+    total = w(terms, shared=z)
+    got = w.applied
+    assert got == pytest.approx(w.weights())
+    weighted = {n: got[n] * raw[n] for n in base}
+    shares = {n: v / sum(weighted.values()) for n, v in weighted.items()}
+    assert shares == pytest.approx({n: b / sum(base.values()) for n, b in base.items()}, rel=1e-5)
+    assert got["pred"] == 1.0 and weighted["sig_ctx"] == pytest.approx(0.2 * raw["pred"], rel=1e-5)
+    assert total.item() == pytest.approx(sum(got[n] * terms[n].item() for n in base), rel=1e-5)
+    (gz,) = torch.autograd.grad(total, z, retain_graph=True)  # the weights are constants: no gradient through them
+    expected = sum(got[n] * torch.autograd.grad(terms[n], z, retain_graph=True)[0] for n in base)
+    assert torch.allclose(gz, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_gradnorm_smooths_norms_and_keeps_base_weight_for_a_term_without_gradient():
+    w = LossWeighting("gradnorm", {"pred": 1.0, "cm": 1.0, "fqs": 0.5})
+    z = torch.ones(3, requires_grad=True)
+    assert w.weights() == {"pred": 1.0, "cm": 1.0, "fqs": 0.5}  # nothing measured yet: the configured ones
+    other = torch.ones(3, requires_grad=True)  # fqs does not reach z
+    w({"pred": 2.0 * z.sum(), "cm": 1.0 * z.sum(), "fqs": other.sum()}, shared=z)
+    g1 = w.grad_norms.clone()
+    assert g1.tolist() == pytest.approx([2.0 * 3 ** 0.5, 3 ** 0.5, 0.0])
+    assert w.weights() == pytest.approx({"pred": 1.0, "cm": 2.0, "fqs": 0.5})
+    w({"pred": 4.0 * z.sum(), "cm": 1.0 * z.sum(), "fqs": other.sum()}, shared=z)
+    assert w.grad_norms[0].item() == pytest.approx(0.9 * g1[0].item() + 0.1 * 4.0 * 3 ** 0.5)
+    state = w.state_dict()  # resumed runs continue with the same smoothed norms
+    w2 = LossWeighting("gradnorm", {"pred": 1.0, "cm": 1.0, "fqs": 0.5})
+    w2.load_state_dict(state)
+    assert w2.weights() == pytest.approx(w.weights())
+
+
+def test_gradnorm_needs_the_shared_representation_only_while_training():
+    w = LossWeighting("gradnorm", {"pred": 1.0, "cm": 1.0})
+    z = torch.ones(3, requires_grad=True)
+    with pytest.raises(ValueError, match="needs the shared representation"):
+        w({"pred": z.sum(), "cm": z.sum()})
+    w.eval()  # evaluation: the weights measured so far (the configured ones before any step)
+    assert w({"pred": torch.tensor(2.0), "cm": torch.tensor(3.0)}).item() == pytest.approx(5.0)
+
+
 def test_unknown_scheme():
-    with pytest.raises(ValueError, match="fixed, uncertainty or dwa"):
-        LossWeighting("gradnorm", {"pred": 1.0})
+    with pytest.raises(ValueError, match="fixed, uncertainty, dwa, gradnorm"):
+        LossWeighting("pcgrad", {"pred": 1.0})
 
 
 def test_patch_band_stats_are_standardised_means_and_log_stds_in_token_order():

@@ -85,6 +85,22 @@ def test_full_objective_gradients_reach_every_trainable_part():
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
+def test_gradnorm_balances_every_term_on_the_student_context_tokens():
+    torch.manual_seed(0)
+    base = {"pred": 1.0, "cm": 1.0, "sig": 0.05, "fqs": 0.1, "sig_ctx": 0.2}
+    model = HQJEPA(_cfg(weighting="gradnorm", w_cm=1.0, w_sig=0.05, w_fqs=0.1, w_sig_ctx=0.2))
+    seen = []
+    model.student.register_forward_hook(lambda mod, args, out: seen.append(out))
+    out = model(_batch(model.cfg), step=0)
+    ctx = seen[-1]
+    weighted = {n: model.weighting.applied[n] * torch.autograd.grad(out.terms[n], ctx, retain_graph=True)[0].norm().item()
+                for n in base}
+    shares = {n: v / sum(weighted.values()) for n, v in weighted.items()}
+    assert shares == pytest.approx({n: b / sum(base.values()) for n, b in base.items()}, rel=1e-4)
+    out.total.backward()
+    assert all(p.grad is not None for p in model.student.parameters())
+
+
 def test_teacher_starts_equal_and_follows_ema():
     model = HQJEPA(_cfg())
     for s, t in zip(model.student.parameters(), model.teacher.parameters()):

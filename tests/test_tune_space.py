@@ -121,9 +121,9 @@ BAD = {
     "unknown distribution": ({"params": {"loss.w_cm": {"gaussian": [1.0, 0.1]}}},
                              r"params.loss.w_cm: unknown distribution 'gaussian'; one of uniform, loguniform, int, "
                              r"choice, pair"),
-    "choice the config does not allow": ({"params": {"loss.weighting": {"choice": ["fixed", "gradnorm"]}}},
-                                         r"params.loss.weighting: value 'gradnorm' is not allowed by the config: "
-                                         r"loss.weighting = 'gradnorm': must be one of 'fixed', 'uncertainty', 'dwa'"),
+    "choice the config does not allow": ({"params": {"loss.weighting": {"choice": ["fixed", "pcgrad"]}}},
+                                         r"params.loss.weighting: value 'pcgrad' is not allowed by the config: "
+                                         r"loss.weighting = 'pcgrad': must be one of 'fixed', 'uncertainty', 'dwa', 'gradnorm'"),
     "range end the config does not allow": ({"params": {"mask.target_scale": {"choice": [[0.1, 0.2], [0.2, 1.5]]}}},
                                             r"value \[0.2, 1.5\] is not allowed by the config: "
                                             r"mask.target_scale\[1\] = 1.5: must be in \(0, 1\]"),

@@ -127,5 +127,5 @@ class HQJEPA(nn.Module):
             terms["fqs"] = out.loss
             diagnostics["fqs_gap"] = out.gap.detach()
             diagnostics["fqs_fidelity"] = out.fidelity.detach().mean()
-        total = self.weighting(terms)
+        total = self.weighting(terms, shared=ctx)
         return Objective(total, terms, diagnostics)
