@@ -8,6 +8,8 @@ Every variant trains the same encoder on the same batch and masks; only the loss
   +cm     L_pred + L_cm
   +sig    L_pred + L_cm + L_sig
   full    all four terms (the paper's objective); (full - +sig) / full is the FQS share of a step
+  gradnorm  full with `loss.weighting: gradnorm`; gradnorm / full is what measuring the terms'
+          gradient norms every step costs
 Timings are medians over `--repeats` steps after warm-up, variants interleaved so machine noise
 hits them alike. Also printed: model FLOPs per sample (forward + backward, counted by
 torch.utils.flop_counter, plus the selective scans it cannot see, counted analytically) and the
@@ -40,7 +42,8 @@ VARIANTS = {
     "+cm": {"loss.w_sig": 0.0, "loss.w_fqs": 0.0},
     "+sig": {"loss.w_fqs": 0.0},     # = the full objective without FQS
     "full": {},
-}
+    "gradnorm": {"loss.weighting": "gradnorm"},  # full, weights from per-term gradient norms (one partial
+}                                                # backward per term to the context tokens each step)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -96,7 +99,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override for every variant, e.g. model.mamba_backend=cuda (repeatable)")
-    p.add_argument("--variants", default=",".join(VARIANTS),
+    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "gradnorm"),
                    help="subset to time; the summary's shares need bare, +cm, +sig and full")
     args = p.parse_args()
     names = [v for v in args.variants.split(",") if v]
@@ -153,6 +156,8 @@ def main() -> None:
         shares.update(full_over_bare=round(med["full"] / med["bare"], 3), goal_full_over_bare=1.25)
     if "+sig" in med:
         shares.update(fqs_share_of_step=round((med["full"] - med["+sig"]) / med["full"], 4), goal_fqs_share=0.05)
+    if "gradnorm" in med:
+        shares.update(gradnorm_over_full=round(med["gradnorm"] / med["full"], 3))
     if {"bare", "+cm", "+sig"} <= med.keys():
         shares.update(cm_cost_over_bare=round((med["+cm"] - med["bare"]) / med["bare"], 3),
                       sig_cost_over_bare=round((med["+sig"] - med["+cm"]) / med["bare"], 3))
