@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 # The best recipe found on these scenes (README, "Does pretraining beat a random encoder?"):
 # SIGReg also on the context tokens, lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x
 # larger batch), 4096 scenes seen 32 batches per epoch.
-PRETRAIN_RECIPE = ["loss.w_sig_ctx=0.2", "data.synthetic_pairs=4096", "train.steps_per_epoch=32",
-                   "optim.lr=0.0001", "optim.start_lr=0.00002"]
+PRETRAIN_RECIPE = ["loss.w_sig_ctx=0.2", "loss.weighting=gradnorm", "data.synthetic_pairs=4096",
+                   "train.steps_per_epoch=32", "optim.lr=0.0001", "optim.start_lr=0.00002"]
 # Probe the tokens of all four tiny blocks, concatenated; one random encoder per seed.
 EVAL_DEFAULTS = ["linear.feature_blocks=4", "run.random_init_seed=null"]
 

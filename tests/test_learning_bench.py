@@ -76,3 +76,9 @@ def test_grad_share_separates_each_terms_weighted_gradient():
     assert set(rows) == {"pred", "sig_ctx"} and rows["sig_ctx"]["weight"] == 0.5
     assert rows["sig_ctx"]["predictor"] == 0.0  # SIGReg on context tokens never reaches the predictor
     assert total <= rows["pred"]["student"] + rows["sig_ctx"]["student"] + 1e-9
+
+    torch.manual_seed(0)  # gradnorm: the rows carry the weights the forward measured and applied
+    gn = HQJEPA(_cfg(weighting="gradnorm", w_cm=0.0, w_sig=0.0, w_fqs=0.0, w_sig_ctx=0.5))
+    rows, _ = grad_share.term_gradients(gn, _batch(gn.cfg), 0)
+    assert rows["pred"]["weight"] == 1.0
+    assert rows["sig_ctx"]["weight"] == gn.weighting.applied["sig_ctx"] != 0.5
