@@ -133,7 +133,8 @@ class LossConfig:
 
     weighting: str = _f("fixed", choices=("fixed", "uncertainty", "dwa", "gradnorm"),
                         doc="fixed weights (the paper) or an adaptive scheme started from them "
-                            "(losses/weighting.py); gradnorm makes the weights each term's gradient share")
+                            "(losses/weighting.py); gradnorm makes w_i each term's gradient on the encoder "
+                            "relative to L_pred's")
     w_cm: float = _f(1.0, lo=0)
     w_sig: float = _f(0.05, lo=0)
     w_fqs: float = _f(0.1, lo=0)

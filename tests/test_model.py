@@ -93,8 +93,8 @@ def test_gradnorm_balances_every_term_on_the_student_context_tokens():
     model.student.register_forward_hook(lambda mod, args, out: seen.append(out))
     out = model(_batch(model.cfg), step=0)
     ctx = seen[-1]
-    weighted = {n: model.weighting.applied[n] * torch.autograd.grad(out.terms[n], ctx, retain_graph=True)[0].norm().item()
-                for n in base}
+    applied = model.weighting.applied
+    weighted = {n: applied[n] * torch.autograd.grad(out.terms[n], ctx, retain_graph=True)[0].norm().item() for n in base}
     shares = {n: v / sum(weighted.values()) for n, v in weighted.items()}
     assert shares == pytest.approx({n: b / sum(base.values()) for n, b in base.items()}, rel=1e-4)
     out.total.backward()

@@ -119,7 +119,7 @@ class LossWeighting(nn.Module):
             return (w * values).sum()
         if self.scheme == "uncertainty":
             s = self.log_vars.clamp(S_MIN, S_MAX)
-            self.applied = {n: float(v) for n, v in zip(self.names, torch.exp(-s.detach()))}
+            self.applied = dict(zip(self.names, torch.exp(-s.detach()).tolist()))
             return (torch.exp(-s) * values + s).sum()
         if self.scheme == "gradnorm":
             if self.needs_shared:
@@ -127,10 +127,10 @@ class LossWeighting(nn.Module):
                     raise ValueError("gradnorm weighting needs the shared representation while training")
                 self._measure([terms[n] for n in self.names], shared)
             w = self._gradnorm_weights().to(values.device)
-            self.applied = {n: float(v) for n, v in zip(self.names, w)}
+            self.applied = dict(zip(self.names, w.tolist()))
             return (w * values).sum()
         w = self._dwa_weights().to(values.device)
-        self.applied = {n: float(v) for n, v in zip(self.names, w)}
+        self.applied = dict(zip(self.names, w.tolist()))
         if self.training:
             with torch.no_grad():
                 v = values.detach()
