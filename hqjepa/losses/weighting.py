@@ -49,6 +49,8 @@ class LossWeighting(nn.Module):
         self.scheme = scheme
         self.names = tuple(n for n in TERMS if base.get(n, 0.0) > 0)
         self.base = {n: float(base[n]) for n in self.names}
+        # the configured weights as a tensor, built once; not persistent, so state_dicts are unchanged
+        self.register_buffer("base_w", torch.tensor([self.base[n] for n in self.names]), persistent=False)
         self.temperature = temperature
         if scheme == "uncertainty":
             self.log_vars = nn.Parameter(torch.tensor([-math.log(self.base[n]) for n in self.names]))
@@ -77,7 +79,7 @@ class LossWeighting(nn.Module):
         return dict(self.base)
 
     def _gradnorm_weights(self) -> torch.Tensor:
-        base = torch.tensor([self.base[n] for n in self.names], device=self.grad_norms.device)
+        base = self.base_w
         g = self.grad_norms
         known = g > 1e-12
         if not bool(known[0]):  # the anchor (L_pred, the first term) not measured yet
@@ -101,7 +103,7 @@ class LossWeighting(nn.Module):
             self.grad_norms.copy_(torch.where(first, g, GRADNORM_EMA * self.grad_norms + (1 - GRADNORM_EMA) * g))
 
     def _dwa_weights(self) -> torch.Tensor:
-        base = torch.tensor([self.base[n] for n in self.names], device=self.fast.device)
+        base = self.base_w
         if int(self.steps) < 20:  # averages not yet meaningful
             return base
         r = self.fast / self.slow.clamp_min(1e-12)
@@ -115,8 +117,7 @@ class LossWeighting(nn.Module):
         """
         values = torch.stack([terms[n].float() for n in self.names])
         if self.scheme == "fixed":
-            w = torch.tensor([self.base[n] for n in self.names], device=values.device)
-            return (w * values).sum()
+            return (self.base_w.to(values.device) * values).sum()
         if self.scheme == "uncertainty":
             s = self.log_vars.clamp(S_MIN, S_MAX)
             self.applied = dict(zip(self.names, torch.exp(-s.detach()).tolist()))
