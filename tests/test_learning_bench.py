@@ -82,3 +82,23 @@ def test_grad_share_separates_each_terms_weighted_gradient():
     rows, _ = grad_share.term_gradients(gn, _batch(gn.cfg), 0)
     assert rows["pred"]["weight"] == 1.0
     assert rows["sig_ctx"]["weight"] == gn.weighting.applied["sig_ctx"] != 0.5
+
+
+def test_segmentation_probes_take_several_steps_per_epoch():
+    """A segmentation probe batches images: at the classification batch (256) the bench's 40 train
+    images were one AdamW step per epoch, 100 in all, and every probe ended at the grid's top lr and
+    its last epoch. configs/eval.yaml gives those tasks a batch that makes several steps per epoch."""
+    import math
+
+    from hqjepa.eval.synth_geobench import split_names
+    from hqjepa.eval.geobench import TASKS
+
+    bench = _bench()
+    n_train = len(split_names(bench.parse_args([]).segmentation_samples)["train"])
+    config = load_eval_config(ROOT / "configs" / "eval.yaml")
+    segmentation = [t for t, spec in TASKS.items() if spec.kind == "segmentation"]
+    assert len(segmentation) == 2
+    for task in segmentation:
+        linear = config.for_task(task).linear
+        assert math.ceil(n_train / linear.batch_size) >= 5, (task, n_train, linear.batch_size)
+    assert config.for_task("m-eurosat").linear.batch_size == 256  # classification keeps its batch
