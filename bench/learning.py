@@ -17,7 +17,8 @@
 3. linear-probe every task with the pretrained encoder and with random-init encoders of the same
    architecture (configs/eval.yaml protocol: frozen features, linear head, 100 epochs (segmentation
    40 epochs of 8 images per step), lr and epoch chosen on valid, test scored once), over `--seeds`
-   seeds. Seed i probes pretraining run i (mod the number of runs) with head seed i and random encoder i with head seed i
+   seeds. Seed i probes pretraining run i (mod the number of runs) with head seed i and random
+   encoder i with head seed i
    (`run.random_init_seed: null`), so both rows' means and stds include the spread between
    encoders: a random encoder's score depends on its draw (m-brick-kiln 95.6-97.1 over three), and a
    pretrained one starts from such a draw too. Runs in this process (no Ray).
@@ -46,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 # The recipe that is above the random encoders on all six tasks, m-brick-kiln and m-cashew-plant
 # within the noise (README, "Does pretraining beat a random encoder?"): the terms' weights as
 # gradient ratios to L_pred (loss.weighting=gradnorm), SIGReg also on the context tokens (ratio
-# 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen 32 batches per epoch; ~11 min per run on 2 cores.
+# 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
+# 32 batches per epoch; ~11 min per run on 2 cores.
 # (Fixed weights instead, i.e. without loss.weighting=gradnorm: 5 of 6, m-brick-kiln lost by 0.40.)
 PRETRAIN_RECIPE = ["loss.w_sig_ctx=0.2", "loss.weighting=gradnorm", "data.synthetic_pairs=4096",
                    "train.steps_per_epoch=32", "optim.lr=0.0001", "optim.start_lr=0.00002"]
