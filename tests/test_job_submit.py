@@ -24,10 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are chosen, so none repeats."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _status(url: str, token: str | None) -> int:
@@ -43,11 +49,14 @@ def _status(url: str, token: str | None) -> int:
 @pytest.fixture()
 def head():
     token = secrets.token_hex(32)
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, listen, agent_grpc, runtime_env, metrics, object_manager, node_manager = _free_ports(8)
     # every agent port explicit and free: an earlier test's Ray (or a stray one) may still hold the defaults
-    # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent"
-    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-                   f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+    # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent".
+    # The raylet's own two ports too: left to the OS, one once took the agent's gRPC port chosen here (the agent
+    # died, the raylet with it, and the dashboard went away mid-test).
+    agent_ports = [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                   f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+                   f"--object-manager-port={object_manager}", f"--node-manager-port={node_manager}"]
     temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
