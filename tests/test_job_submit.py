@@ -54,7 +54,7 @@ def head():
     # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent".
     # The raylet's own two ports too: left to the OS, one once took the agent's gRPC port chosen here (the agent
     # died, the raylet with it, and the dashboard went away mid-test).
-    agent_ports = [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
+    node_ports = [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
                    f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                    f"--object-manager-port={object_manager}", f"--node-manager-port={node_manager}"]
     temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
@@ -62,7 +62,7 @@ def head():
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
                              f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}", *agent_ports], env=env, start_new_session=True,
+                             f"--temp-dir={temp_dir}", *node_ports], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
     try:
