@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "labelled pixels; these probes dominate the CPU time). At 80 (20 valid, 20 test "
                         "images) valid and test disagreed by up to 13 points and on which encoder won")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are FIRST..FIRST+N-1 (pretraining runs, random encoders and probe heads alike), "
+                        "so that a later run adds pairs to an earlier one's instead of repeating them")
     p.add_argument("--tasks", default="all")
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -135,9 +138,16 @@ def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path]
         return paths, {"pretrain_steps": None, "pretrain_seconds": None}
     if args.pretrain_seeds < 1:
         raise SystemExit(f"--pretrain-seeds {args.pretrain_seeds}: at least one pretraining run is needed")
-    runs = [pretrain(args, out / f"pretrain_seed{seed}", seed) for seed in range(args.pretrain_seeds)]
+    runs = [pretrain(args, out / f"pretrain_seed{seed}", seed)
+            for seed in range(args.first_seed, args.first_seed + args.pretrain_seeds)]
     return [path for path, _ in runs], {"pretrain_steps": runs[0][1]["steps"],
                                         "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
+
+
+def checkpoint_for(seed: int, first_seed: int, checkpoints: list[Path]) -> Path:
+    """Seed `seed` probes the ((seed - first_seed) mod n)-th checkpoint: with `--first-seed 5`
+    and the five runs this bench pretrained (optim.seed 5..9), seed 5 probes pretrain_seed5."""
+    return checkpoints[(seed - first_seed) % len(checkpoints)]
 
 
 def paired_deltas(records: list[dict], task: str) -> list[float | None]:
@@ -163,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = apply_eval_overrides(load_eval_config(args.eval_config).to_dict(), EVAL_DEFAULTS + args.set)
-    raw["run"]["seeds"] = list(range(args.seeds))
+    if args.first_seed < 0:
+        raise SystemExit(f"--first-seed {args.first_seed}: seeds are non-negative")
+    raw["run"]["seeds"] = list(range(args.first_seed, args.first_seed + args.seeds))
     config = eval_config_from_dict(raw).to_dict()
     tasks = list(TASKS) if args.tasks == "all" else [t for t in TASKS if t in args.tasks.split(",")]
 
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             extracted = {}  # (checkpoint, seed whose encoder gave the features) -> features
             for seed, source in feature_seeds(encoder, config["run"]["seeds"], config).items():
-                checkpoint = str(checkpoints[seed % len(checkpoints)])
+                checkpoint = str(checkpoint_for(seed, args.first_seed, checkpoints))
                 key = (checkpoint if encoder == "checkpoint" else None, source)
                 if key not in extracted:
                     extracted[key] = run_extract(EvalJob(task, "linear", source, encoder, checkpoint,
@@ -225,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                       "pretrained_encoders": len(checkpoints), **budget,
                       "samples_per_task": args.samples,
                       "segmentation_samples_per_task": args.segmentation_samples or args.samples,
-                      "seeds": args.seeds, "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
+                      "seeds": args.seeds, "first_seed": args.first_seed,
+                      "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
                       "tasks_improved": sum(d > 0 for d in deltas), "tasks_above_every_random_encoder": beats,
                       "random_init_seed": config["run"]["random_init_seed"],
                       # pretraining run i started from random encoder i: paired_deltas compare like with like

@@ -104,3 +104,49 @@ def test_segmentation_probes_take_several_steps_per_epoch():
         per_epoch = math.ceil(n_train / linear.batch_size)
         assert per_epoch >= 5 and per_epoch * linear.epochs >= 400, (task, n_train, linear)
     assert config.for_task("m-eurosat").linear.batch_size == 256  # classification keeps its batch
+
+
+def test_later_seeds_probe_their_own_pretraining_runs():
+    bench = _bench()
+    runs = [Path(f"pretrain_seed{s}/export.pt") for s in range(5, 10)]
+    assert [bench.checkpoint_for(s, 5, runs) for s in range(5, 10)] == runs
+    assert bench.checkpoint_for(3, 0, [Path("a"), Path("b")]) == Path("b")  # cyclic, as before
+
+
+def _pairs():
+    spec = importlib.util.spec_from_file_location("bench_pairs", ROOT / "bench" / "pairs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sign_flip_p_value_equals_the_hand_count():
+    pairs = _pairs()
+    # d = (1, 2, 3): of the 8 sign assignments only +++ and --- reach |sum| >= 6
+    assert pairs.sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8
+    # d = (1, -1, 2): the 8 sums +-1 +-1 +-2 are 2, 4, 0, 2, -2, 0, -4, -2; six reach |sum| >= 2
+    assert pairs.sign_flip_p([1.0, -1.0, 2.0]) == 6 / 8
+    assert pairs.sign_flip_p([0.5] * 10) == 2 / 1024
+    import pytest
+    with pytest.raises(ValueError, match="at most 20"):
+        pairs.sign_flip_p([1.0] * 21)
+
+
+def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
+    pairs = _pairs()
+
+    def run(seed, pre, rnd, status="ok"):
+        return [{"task": "m-brick-kiln", "protocol": "linear", "encoder": "checkpoint", "seed": seed,
+                 "status": status, "test": pre},
+                {"task": "m-brick-kiln", "protocol": "linear", "encoder": "random-init", "seed": seed,
+                 "status": "ok", "test": rnd}]
+
+    pooled = pairs.pool([("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)),
+                         ("b", run(5, 96.0, 96.0) + run(6, 0.0, 90.0, status="error"))])
+    assert pooled == {"m-brick-kiln": {0: (97.0, 96.0), 1: (95.0, 96.5), 5: (96.0, 96.0)}}
+    stats = pairs.task_stats("m-brick-kiln", pooled["m-brick-kiln"])
+    assert (stats["n"], stats["wins"], stats["losses"], stats["ties"]) == (3, 1, 1, 1)
+    assert stats["mean_delta"] == round((1.0 - 1.5 + 0.0) / 3, 3)
+    import pytest
+    with pytest.raises(ValueError, match="seed 1 is in both a and c"):
+        pairs.pool([("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)), ("c", run(1, 1.0, 1.0))])

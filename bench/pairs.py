@@ -1,0 +1,115 @@
+"""Pool the paired differences of several `bench/learning.py` runs and test them.
+
+    python bench/pairs.py RUN/eval/results.json [RUN2/eval/results.json ...] [--out pairs.jsonl]
+
+A pair is one seed s probed twice on one task: pretraining run s (which starts from random encoder
+s's weights, `optim.seed=s`) and random encoder s, both with head seed s; d_s = test(pretrained s)
+- test(random s). Runs are pooled seed by seed (a later run adds seeds with `--first-seed`), so a
+seed that appears in two files is refused instead of counted twice.
+
+Per task it prints {"task", "n", "mean_delta", "std", "t", "p_sign_flip", "wins", "losses", "ties",
+"deltas"}:
+- t = mean(d) / (std(d) / sqrt(n)), std with ddof=1 (the paired t statistic);
+- p_sign_flip: the exact two-sided sign-flip (paired permutation) test. Under "pretraining changes
+  nothing", each d_s is as likely to be -d_s, so over all 2^n sign assignments
+  p = #{signs : |sum_s sign_s d_s| >= |sum_s d_s|} / 2^n. Exact and free of a normality
+  assumption, which ten accuracy differences with a ceiling at 100 % do not earn. Enumerated, not
+  sampled: n <= 20 pairs (10^6 sums) cost well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+MAX_EXACT_PAIRS = 20
+
+
+def paired_scores(records: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
+    """task -> seed -> (pretrained test, random-init test); seeds where either probe failed are left out."""
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("protocol", "linear") == "linear":
+            scores.setdefault((r["task"], r["encoder"]), {})[r["seed"]] = r["test"]
+    out: dict[str, dict[int, tuple[float, float]]] = {}
+    for (task, encoder), by_seed in scores.items():
+        if encoder != "checkpoint":
+            continue
+        random = scores.get((task, "random-init"), {})
+        out[task] = {s: (by_seed[s], random[s]) for s in sorted(by_seed) if s in random}
+    return out
+
+
+def pool(runs: list[tuple[str, list[dict]]]) -> dict[str, dict[int, tuple[float, float]]]:
+    """Merge runs' pairs task by task; the same (task, seed) in two runs is an error naming both."""
+    pooled: dict[str, dict[int, tuple[float, float]]] = {}
+    origin: dict[tuple[str, int], str] = {}
+    for name, records in runs:
+        for task, pairs in paired_scores(records).items():
+            for seed, pair in pairs.items():
+                if (task, seed) in origin:
+                    raise ValueError(f"{task} seed {seed} is in both {origin[task, seed]} and {name}: "
+                                     "pooling it twice would count one pair as two")
+                origin[task, seed] = name
+                pooled.setdefault(task, {})[seed] = pair
+    return pooled
+
+
+def sign_flip_p(deltas: list[float]) -> float:
+    """Exact two-sided sign-flip p-value of mean(deltas) = 0 (see the module docstring)."""
+    n = len(deltas)
+    if n == 0:
+        raise ValueError("no pairs to test")
+    if n > MAX_EXACT_PAIRS:
+        raise ValueError(f"{n} pairs: the exact test enumerates 2^n sign assignments; at most {MAX_EXACT_PAIRS}")
+    observed = abs(sum(deltas)) - 1e-9 * max(1.0, max(abs(d) for d in deltas))  # ties count as extreme
+    hits = sum(abs(sum(s * d for s, d in zip(signs, deltas))) >= observed
+               for signs in itertools.product((1, -1), repeat=n))
+    return hits / 2 ** n
+
+
+def task_stats(task: str, pairs: dict[int, tuple[float, float]]) -> dict:
+    seeds = sorted(pairs)
+    deltas = [pairs[s][0] - pairs[s][1] for s in seeds]
+    n = len(deltas)
+    mean = sum(deltas) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (n - 1)) if n > 1 else float("nan")
+    t = mean / (std / math.sqrt(n)) if n > 1 and std > 0 else float("nan")
+    return {"task": task, "n": n, "seeds": seeds, "mean_delta": round(mean, 3), "std": round(std, 3),
+            "t": round(t, 2), "p_sign_flip": round(sign_flip_p(deltas), 4),
+            "wins": sum(d > 0 for d in deltas), "losses": sum(d < 0 for d in deltas),
+            "ties": sum(d == 0 for d in deltas),
+            "pretrained_mean": round(sum(pairs[s][0] for s in seeds) / n, 3),
+            "random_mean": round(sum(pairs[s][1] for s in seeds) / n, 3),
+            "random_max": round(max(pairs[s][1] for s in seeds), 3),
+            "deltas": [round(d, 2) for d in deltas]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results", nargs="+", help="results.json files written by bench/learning.py (OUT/eval/)")
+    p.add_argument("--out", default=None, help="also write the JSON lines here")
+    args = p.parse_args(argv)
+    runs = []
+    for path in args.results:
+        data = json.loads(Path(path).read_text())
+        if "runs" not in data:
+            raise SystemExit(f"{path}: not a results.json of bench/learning.py (no 'runs')")
+        runs.append((path, data["runs"]))
+    try:
+        pooled = pool(runs)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    lines = [json.dumps(task_stats(task, pairs)) for task, pairs in pooled.items() if pairs]
+    print("\n".join(lines), flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
