@@ -3,12 +3,12 @@
     python bench/learning.py [--config configs/tiny.yaml] [--max-steps 768] [--out runs/learning]
                              [--pretrain-set loss.w_sig_ctx=0.2 ...] [--samples 4000] [--seeds 3]
                              [--pretrain-seeds 3] [--checkpoint a.pt,b.pt] [--set linear.epochs=30 ...]
-                             [--tasks m-so2sat,...]
+                             [--tasks m-so2sat,...] [--first-seed 0]
 
 1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps,
    the schedules (lr, weight decay, EMA) stretched to end there (`python -m hqjepa.pretrain_local`,
    which writes OUT/pretrain_seed<i>/export.pt: the EMA target encoder), once per pretraining seed
-   i < `--pretrain-seeds` (`optim.seed=i`: initial weights, scene order, masks). Without
+   i in F..F+`--pretrain-seeds`-1 (`optim.seed=i`: initial weights, scene order, masks). Without
    `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~11 min per run on 2 cores);
    `--checkpoint` skips this step;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
@@ -17,18 +17,20 @@
 3. linear-probe every task with the pretrained encoder and with random-init encoders of the same
    architecture (configs/eval.yaml protocol: frozen features, linear head, 100 epochs (segmentation
    40 epochs of 8 images per step), lr and epoch chosen on valid, test scored once), over `--seeds`
-   seeds. Seed i probes pretraining run i (mod the number of runs) with head seed i and random
-   encoder i with head seed i
-   (`run.random_init_seed: null`), so both rows' means and stds include the spread between
-   encoders: a random encoder's score depends on its draw (m-brick-kiln 95.6-97.1 over three), and a
-   pretrained one starts from such a draw too. Runs in this process (no Ray).
+   seeds (`--first-seed F`: seeds F..F+N-1, pretraining runs too, so that a later run adds pairs).
+   Seed i probes pretraining run i (mod the number of runs) with head seed i and random encoder i
+   with head seed i (`run.random_init_seed: null`), so both rows' means and stds include the
+   spread between encoders: a random encoder's score depends on its draw (m-brick-kiln 95.6-97.1
+   over three), and a pretrained one starts from such a draw too. Runs in this process (no Ray).
 
 Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
-"random_std", "random_max", "delta", "beats_every_random", "paired_deltas"} (test scores in percent,
-delta = pretrained mean - random mean, paired_deltas = per seed, pretrained run i - random encoder i,
-which share their initial weights when this bench pretrained them), then a summary line with the pretraining budget (steps, seconds per run),
-how many tasks improved, how many beat every random encoder, and the mean delta. The table and
-chart land in OUT/eval/ (table.md, results.json, results.png).
+"random_std", "random_max", "delta", "beats_every_random", "paired_deltas", "p_sign_flip"} (test
+scores in percent, delta = pretrained mean - random mean, paired_deltas = per seed, pretrained run i
+- random encoder i, which share their initial weights when this bench pretrained them, p_sign_flip =
+the exact sign-flip test of those differences; `bench/pairs.py` pools the pairs of several runs),
+then a summary line with the pretraining budget (steps, seconds per run), how many tasks improved,
+how many beat every random encoder, and the mean delta. The table and chart land in OUT/eval/
+(table.md, results.json, results.png).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ from hqjepa.eval.report import summarize, write_report  # noqa: E402
 from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  # noqa: E402
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
 from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from pairs import sign_flip_p  # noqa: E402  (bench/pairs.py: the exact paired test, also for pooled runs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -220,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                "lr_at_grid_top": sum(r.get("lr") == top_lr[task] for r in records
                                      if r["task"] == task and r.get("status") == "ok")}
         row["paired_deltas"] = paired_deltas(records, task)
+        complete = [d for d in row["paired_deltas"] if d is not None]
+        # exact two-sided sign-flip p of the paired differences; 3 pairs cannot go below 0.25
+        row["p_sign_flip"] = round(sign_flip_p(complete), 4) if complete else None
         if pre["mean"] is not None and rnd["mean"] is not None:
             row["delta"] = round(pre["mean"] - rnd["mean"], 3)
             row["beats_every_random"] = pre["mean"] > row["random_max"]
