@@ -9,7 +9,8 @@
    the schedules (lr, weight decay, EMA) stretched to end there (`python -m hqjepa.pretrain_local`,
    which writes OUT/pretrain_seed<i>/export.pt: the EMA target encoder), once per pretraining seed
    i in F..F+`--pretrain-seeds`-1 (`optim.seed=i`: initial weights, scene order, masks). Without
-   `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~11 min per run on 2 cores);
+   `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~11 min per run on 2 cores;
+   18-23 min on a machine that lost up to 28 % of its CPU to steal: the budget is in steps);
    `--checkpoint` skips this step;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`; `--samples` per classification task, split 50/25/25, so 4000 gives
@@ -47,10 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The recipe that is above the random encoders on all six tasks, m-brick-kiln and m-cashew-plant
-# within the noise (README, "Does pretraining beat a random encoder?"): the terms' weights as
+# within the noise (seven pairs: +0.50 and +0.37, 5 of 7 positive each, sign-flip p 0.19 / 0.31; README, "Does pretraining beat a random encoder?"): the terms' weights as
 # gradient ratios to L_pred (loss.weighting=gradnorm), SIGReg also on the context tokens (ratio
 # 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
-# 32 batches per epoch; ~11 min per run on 2 cores.
+# 32 batches per epoch; ~11 min per run on 2 cores (longer where the machine is slower).
 # (Fixed weights instead, i.e. without loss.weighting=gradnorm: 5 of 6, m-brick-kiln lost by 0.40.)
 PRETRAIN_RECIPE = ["loss.w_sig_ctx=0.2", "loss.weighting=gradnorm", "data.synthetic_pairs=4096",
                    "train.steps_per_epoch=32", "optim.lr=0.0001", "optim.start_lr=0.00002"]
