@@ -65,7 +65,8 @@ def sign_flip_p(deltas: list[float]) -> float:
     if n == 0:
         raise ValueError("no pairs to test")
     if n > MAX_EXACT_PAIRS:
-        raise ValueError(f"{n} pairs: the exact test enumerates 2^n sign assignments; at most {MAX_EXACT_PAIRS}")
+        raise ValueError(f"{n} pairs: the exact test enumerates 2^n sign assignments; "
+                         f"at most {MAX_EXACT_PAIRS}")
     observed = abs(sum(deltas)) - 1e-9 * max(1.0, max(abs(d) for d in deltas))  # ties count as extreme
     hits = sum(abs(sum(s * d for s, d in zip(signs, deltas))) >= observed
                for signs in itertools.product((1, -1), repeat=n))
