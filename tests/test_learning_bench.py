@@ -14,11 +14,16 @@ from hqjepa.models.hqjepa import HQJEPA
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "bench" / "learning.py")
+def _script(name: str):
+    """Import bench/<name>.py (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench():
+    return _script("learning")
 
 
 def test_pretraining_run_starts_from_the_random_encoder_of_the_same_seed():
@@ -57,9 +62,7 @@ def test_paired_deltas_subtract_seed_by_seed_and_mark_failed_probes():
 def test_grad_share_separates_each_terms_weighted_gradient():
     from tests.test_model import _batch, _cfg
 
-    spec = importlib.util.spec_from_file_location("bench_grad_share", ROOT / "bench" / "grad_share.py")
-    grad_share = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grad_share)
+    grad_share = _script("grad_share")
     torch.manual_seed(0)
     model = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0))
     batch = _batch(model.cfg)
@@ -113,15 +116,8 @@ def test_later_seeds_probe_their_own_pretraining_runs():
     assert bench.checkpoint_for(3, 0, [Path("a"), Path("b")]) == Path("b")  # cyclic, as before
 
 
-def _pairs():
-    spec = importlib.util.spec_from_file_location("bench_pairs", ROOT / "bench" / "pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sign_flip_p_value_equals_the_hand_count():
-    pairs = _pairs()
+    pairs = _script("pairs")
     # d = (1, 2, 3): of the 8 sign assignments only +++ and --- reach |sum| >= 6
     assert pairs.sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8
     # d = (1, -1, 2): the 8 sums +-1 +-1 +-2 are 2, 4, 0, 2, -2, 0, -4, -2; six reach |sum| >= 2
@@ -133,7 +129,7 @@ def test_sign_flip_p_value_equals_the_hand_count():
 
 
 def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
-    pairs = _pairs()
+    pairs = _script("pairs")
 
     def run(seed, pre, rnd, status="ok"):
         return [{"task": "m-brick-kiln", "protocol": "linear", "encoder": "checkpoint", "seed": seed,
