@@ -67,8 +67,7 @@ from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
 from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
-from pairs import sign_flip_p  # noqa: E402  (bench/pairs.py: the exact paired test, also for pooled runs)
+from bench.pairs import paired_scores, sign_flip_p  # noqa: E402  (the exact paired test; pools runs too)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,13 +162,10 @@ def paired_deltas(records: list[dict], task: str) -> list[float | None]:
     starts from exactly random encoder i's weights (both draw `build_encoder` first after
     `torch.manual_seed(i)`), so each difference is what pretraining changed in that draw; None
     where either probe failed."""
-    scores: dict[str, dict[int, float]] = {"checkpoint": {}, "random-init": {}}
-    for r in records:
-        if r["task"] == task and r.get("status") == "ok" and r["encoder"] in scores:
-            scores[r["encoder"]][r["seed"]] = r["test"]
-    seeds = sorted(set(scores["checkpoint"]) | set(scores["random-init"]))
-    return [round(scores["checkpoint"][s] - scores["random-init"][s], 2)
-            if s in scores["checkpoint"] and s in scores["random-init"] else None for s in seeds]
+    pairs = paired_scores(records).get(task, {})
+    seeds = sorted({r["seed"] for r in records if r["task"] == task and r.get("status") == "ok"
+                    and r["encoder"] in ("checkpoint", "random-init")})
+    return [round(pairs[s][0] - pairs[s][1], 2) if s in pairs else None for s in seeds]
 
 
 def main(argv: list[str] | None = None) -> int:
