@@ -123,6 +123,9 @@ def test_sign_flip_p_value_equals_the_hand_count():
     # d = (1, -1, 2): the 8 sums +-1 +-1 +-2 are 2, 4, 0, 2, -2, 0, -4, -2; six reach |sum| >= 2
     assert pairs.sign_flip_p([1.0, -1.0, 2.0]) == 6 / 8
     assert pairs.sign_flip_p([0.5] * 10) == 2 / 1024
+    # float32 scores: ties in counts must stay ties (seven m-brick-kiln pairs, as stored and rounded)
+    stored = [0.20000339, -0.99999905, 1.00000501, -0.19999743, 1.19999647, 1.70000196, 0.60000420]
+    assert pairs.sign_flip_p(stored) == pairs.sign_flip_p([round(d, 1) for d in stored]) == 30 / 128
     import pytest
     with pytest.raises(ValueError, match="at most 20"):
         pairs.sign_flip_p([1.0] * 21)
