@@ -1,9 +1,10 @@
 """bench/learning.py's pairing: pretraining run i starts from random encoder i's weights, and its
-per-seed differences are computed seed by seed."""
+per-seed differences are computed seed by seed; bench/pairs.py pools them and tests them."""
 
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from hqjepa.config import load_config, parse_override
@@ -126,7 +127,6 @@ def test_sign_flip_p_value_equals_the_hand_count():
     # float32 scores: ties in counts must stay ties (seven m-brick-kiln pairs, as stored and rounded)
     stored = [0.20000339, -0.99999905, 1.00000501, -0.19999743, 1.19999647, 1.70000196, 0.60000420]
     assert pairs.sign_flip_p(stored) == pairs.sign_flip_p([round(d, 1) for d in stored]) == 30 / 128
-    import pytest
     with pytest.raises(ValueError, match="at most 20"):
         pairs.sign_flip_p([1.0] * 21)
 
@@ -146,6 +146,5 @@ def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
     stats = pairs.task_stats("m-brick-kiln", pooled["m-brick-kiln"])
     assert (stats["n"], stats["wins"], stats["losses"], stats["ties"]) == (3, 1, 1, 1)
     assert stats["mean_delta"] == round((1.0 - 1.5 + 0.0) / 3, 3)
-    import pytest
     with pytest.raises(ValueError, match="seed 1 is in both a and c"):
         pairs.pool([("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)), ("c", run(1, 1.0, 1.0))])
