@@ -10,7 +10,7 @@
    which writes OUT/pretrain_seed<i>/export.pt: the EMA target encoder), once per pretraining seed
    i in F..F+`--pretrain-seeds`-1 (`optim.seed=i`: initial weights, scene order, masks). Without
    `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~11 min per run on 2 cores;
-   18-23 min on a machine that lost up to 28 % of its CPU to steal: the budget is in steps);
+   18-49 min seen on machines losing 28-50 % of their CPU to steal: the budget is in steps);
    `--checkpoint` skips this step;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`; `--samples` per classification task, split 50/25/25, so 4000 gives
