@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The recipe that is above the random encoders on all six tasks, m-brick-kiln and m-cashew-plant
-# within the noise (eight pairs: +0.46 and +0.41, 6 of 8 positive each, sign-flip p 0.20 / 0.21;
+# within the noise (nine pairs: +0.49 and +0.37, 7 of 9 positive each, sign-flip p 0.13 / 0.20;
 # README, "Does pretraining beat a random encoder?"): the terms' weights as
 # gradient ratios to L_pred (loss.weighting=gradnorm), SIGReg also on the context tokens (ratio
 # 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
