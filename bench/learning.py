@@ -3,18 +3,21 @@
     python bench/learning.py [--config configs/tiny.yaml] [--max-steps 768] [--out runs/learning]
                              [--pretrain-set loss.w_sig_ctx=0.2 ...] [--samples 4000] [--seeds 3]
                              [--pretrain-seeds 3] [--checkpoint a.pt,b.pt] [--set linear.epochs=30 ...]
-                             [--tasks m-so2sat,...] [--first-seed 0]
+                             [--tasks m-so2sat,...] [--first-seed 0] [--device cpu|cuda]
+                             [--benchmark DIR] [--pretrain-only]
 
 1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps,
    the schedules (lr, weight decay, EMA) stretched to end there (`python -m hqjepa.pretrain_local`,
    which writes OUT/pretrain_seed<i>/export.pt: the EMA target encoder), once per pretraining seed
-   i in F..F+`--pretrain-seeds`-1 (`optim.seed=i`: initial weights, scene order, masks). Without
+   i in F..F+`--pretrain-seeds`-1 (`optim.seed=i`: initial weights, scene order, masks);
+   `--pretrain-only` stops here (probe later with `--checkpoint`). Without
    `--pretrain-set` the recipe is PRETRAIN_RECIPE below (768 steps = ~11 min per run on 2 cores;
    18-49 min seen on machines losing 28-50 % of their CPU to steal: the budget is in steps);
    `--checkpoint` skips this step;
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`; `--samples` per classification task, split 50/25/25, so 4000 gives
-   1000 test samples like GeoBench's m- tasks; `--segmentation-samples` per segmentation task);
+   1000 test samples like GeoBench's m- tasks; `--segmentation-samples` per segmentation task), or
+   probe `--benchmark DIR` that `write_geobench` wrote once for several runs (bench/learning_gpu.sh);
 3. linear-probe every task with the pretrained encoder and with random-init encoders of the same
    architecture (configs/eval.yaml protocol: frozen features, linear head, 100 epochs (segmentation
    40 epochs of 8 images per step), lr and epoch chosen on valid, test scored once), over `--seeds`
@@ -23,6 +26,10 @@
    with head seed i (`run.random_init_seed: null`), so both rows' means and stds include the
    spread between encoders: a random encoder's score depends on its draw (m-brick-kiln 95.6-97.1
    over three), and a pretrained one starts from such a draw too. Runs in this process (no Ray).
+
+`--device cuda` pretrains (fp32 unless `--pretrain-set optim.precision=...` says otherwise) and
+probes on the GPU: the same recipe, seeds, weights at step 0, scenes and masks as on the CPU, so a
+GPU's pairs pool with the CPU's (bench/learning_gpu.sh runs many seeds at once on one GPU).
 
 Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
 "random_std", "random_max", "delta", "beats_every_random", "paired_deltas", "p_sign_flip"} (test
@@ -103,7 +110,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="eval-config override after EVAL_DEFAULTS, e.g. linear.epochs=30 (repeatable; at 30 "
                         "epochs the probes underfit m-bigearthnet)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for pretraining and probing")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="pretrain and probe here (cuda: optim.precision fp32 unless --pretrain-set sets it)")
+    p.add_argument("--pretrain-only", action="store_true",
+                   help="pretrain the seeds, print their budget and stop (probe later with --checkpoint)")
+    p.add_argument("--benchmark", default=None, metavar="DIR",
+                   help="probe this GeoBench directory (written once for several runs by write_geobench "
+                        "with the same --samples / --segmentation-samples) instead of writing OUT/geobench")
     args = p.parse_args(argv)
+    if args.pretrain_only and args.checkpoint:
+        p.error("--pretrain-only pretrains; --checkpoint skips pretraining: give one of them")
     if args.pretrain_set is None:
         args.pretrain_set = list(PRETRAIN_RECIPE)
     args.pretrain_set = [t for t in args.pretrain_set if t.strip()]
@@ -117,6 +133,11 @@ def pretrain(args: argparse.Namespace, out: Path, seed: int) -> tuple[Path, dict
     for text in args.pretrain_set:
         cmd += ["--set", text]
     cmd += ["--set", f"optim.seed={seed}"]
+    if args.device != "cpu":
+        # the CPU recipe's arithmetic, unless the caller chose a precision
+        if not any(t.replace(" ", "").startswith("optim.precision=") for t in args.pretrain_set):
+            cmd += ["--set", "optim.precision=fp32"]
+        cmd += ["--device", args.device]
     if args.max_steps is not None:
         # stretch the epochs so that the lr / EMA schedules end at the budget instead of being cut
         cfg = load_config(args.config, dict(parse_override(t) for t in args.pretrain_set))
@@ -148,6 +169,16 @@ def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path]
             for seed in range(args.first_seed, args.first_seed + args.pretrain_seeds)]
     return [path for path, _ in runs], {"pretrain_steps": runs[0][1]["steps"],
                                         "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
+
+
+def write_geobench(bench: Path, tasks: list[str], samples: int, segmentation_samples: int | None) -> None:
+    """The tasks in GeoBench's format: `samples` per classification task, `segmentation_samples`
+    (or `samples`) per segmentation task, generator seed 0 (every run of this bench probes the same)."""
+    segmentation = [t for t in tasks if TASKS[t].kind == "segmentation"]
+    if len(segmentation) < len(tasks):
+        write_benchmark(bench, samples, seed=0, tasks=[t for t in tasks if t not in segmentation])
+    if segmentation:
+        write_benchmark(bench, segmentation_samples or samples, seed=0, tasks=segmentation)
 
 
 def checkpoint_for(seed: int, first_seed: int, checkpoints: list[Path]) -> Path:
@@ -182,14 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     config = eval_config_from_dict(raw).to_dict()
     tasks = list(TASKS) if args.tasks == "all" else [t for t in TASKS if t in args.tasks.split(",")]
 
+    if args.benchmark and not args.pretrain_only:
+        missing = [t for t in tasks if not (Path(args.benchmark) / TASKS[t].benchmark / t).is_dir()]
+        if missing:  # before pretraining, so that a wrong path costs nothing
+            raise SystemExit(f"--benchmark {args.benchmark}: no task folder for {', '.join(missing)} "
+                             "(write it with bench.learning.write_geobench, as bench/learning_gpu.sh does)")
     checkpoints, budget = pretrained_encoders(args, out)
+    if args.pretrain_only:
+        print(json.dumps({"pretrained": [str(c) for c in checkpoints], "first_seed": args.first_seed,
+                          "device": args.device, **budget}), flush=True)
+        return 0
     t0 = time.time()
-    bench = out / "geobench"
-    segmentation = [t for t in tasks if TASKS[t].kind == "segmentation"]
-    if len(segmentation) < len(tasks):
-        write_benchmark(bench, args.samples, seed=0, tasks=[t for t in tasks if t not in segmentation])
-    if segmentation:
-        write_benchmark(bench, args.segmentation_samples or args.samples, seed=0, tasks=segmentation)
+    bench = Path(args.benchmark) if args.benchmark else out / "geobench"
+    if not args.benchmark:  # else written once by write_geobench (bench/learning_gpu.sh)
+        write_geobench(bench, tasks, args.samples, args.segmentation_samples)
     synth_seconds = time.time() - t0
 
     t0 = time.time()
@@ -202,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 key = (checkpoint if encoder == "checkpoint" else None, source)
                 if key not in extracted:
                     extracted[key] = run_extract(EvalJob(task, "linear", source, encoder, checkpoint,
-                                                         str(bench), config, args.config))
-                job = EvalJob(task, "linear", seed, encoder, checkpoint, str(bench), config, args.config)
+                                                         str(bench), config, args.config, args.device))
+                job = EvalJob(task, "linear", seed, encoder, checkpoint, str(bench), config, args.config,
+                              args.device)
                 records.append(run_linear(job, extracted[key]))
     eval_seconds = time.time() - t0
 
@@ -243,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                       "pretrained_encoders": len(checkpoints), **budget,
                       "samples_per_task": args.samples,
                       "segmentation_samples_per_task": args.segmentation_samples or args.samples,
-                      "seeds": args.seeds, "first_seed": args.first_seed,
+                      "seeds": args.seeds, "first_seed": args.first_seed, "device": args.device,
                       "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
                       "tasks_improved": sum(d > 0 for d in deltas), "tasks_above_every_random_encoder": beats,
                       "random_init_seed": config["run"]["random_init_seed"],

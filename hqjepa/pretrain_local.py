@@ -1,14 +1,16 @@
 """Pretrain HQ-JEPA in one process on synthetic S1/S2 pairs (no Ray, no files to download).
 
     python -m hqjepa.pretrain_local --config configs/tiny.yaml --out runs/tiny [--max-steps N]
-                                    [--set section.key=value ...] [--resume]
+                                    [--set section.key=value ...] [--resume] [--device cpu|cuda|auto]
 
 Writes to --out: metrics.csv (every step: the four losses, the FQS collapse gap, lr, EMA momentum,
 samples/s, data-wait fraction), tensorboard/, checkpoint.pt (training state, every
 `train.checkpoint_every` steps and at the end), export.pt (the encoder `train.export_encoder`
 names, the EMA teacher by default, for evaluation), losses.png (the four loss curves) and
 config.yaml. The data order and the masks are seeded per epoch, so `--resume` continues exactly
-where the run stopped.
+where the run stopped. `--device cuda` trains on the GPU: the model is built on the CPU first, so
+`optim.seed` gives the same initial weights, scenes, order and masks on either device (with
+`optim.precision: fp32` cuDNN's TF32 is switched off too, so fp32 means fp32; `auto` is bf16 there).
 """
 
 from __future__ import annotations
@@ -64,6 +66,21 @@ def steps_per_epoch(cfg: Config, pairs: int) -> int:
     return spe
 
 
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda[:i]` or `auto` (CUDA when visible); a CUDA device that is not there is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name!r}: not a device (cpu, cuda, cuda:<i> or auto)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name!r}: pretrain_local trains on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name!r}: no CUDA device is visible (torch.cuda.is_available() is False)")
+    return device
+
+
 def main(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set)
     if args.max_steps is not None:
@@ -72,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
     if cfg.data.source != "synthetic":
         raise SystemExit("pretrain_local trains on synthetic pairs only (data.source: synthetic); "
                          "use ray_jobs/pretrain.py for Parquet shards")
+    device = resolve_device(args.device)
     torch.manual_seed(cfg.optim.seed)
     np.random.seed(cfg.optim.seed)
     if args.threads:
@@ -80,9 +98,11 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
 
-    model = HQJEPA(cfg)
+    model = HQJEPA(cfg)  # on the CPU, so that the seed gives the same weights on any device
+    if device.type == "cuda" and cfg.optim.precision == "fp32":
+        torch.backends.cudnn.allow_tf32 = False  # matmuls are already full fp32 by default
     spe = steps_per_epoch(cfg, cfg.data.synthetic_pairs)
-    trainer = Trainer(model, cfg, spe, "cpu")
+    trainer = Trainer(model.to(device), cfg, spe, device)
     ckpt = out / "checkpoint.pt"
     if args.resume and ckpt.exists():
         load_training_state(ckpt, trainer)
@@ -125,6 +145,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:<i> or auto (cuda when visible); optim.precision "
+                        "auto is bf16 on cuda")
 
 
 if __name__ == "__main__":

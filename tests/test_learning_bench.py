@@ -127,8 +127,28 @@ def test_sign_flip_p_value_equals_the_hand_count():
     # float32 scores: ties in counts must stay ties (seven m-brick-kiln pairs, as stored and rounded)
     stored = [0.20000339, -0.99999905, 1.00000501, -0.19999743, 1.19999647, 1.70000196, 0.60000420]
     assert pairs.sign_flip_p(stored) == pairs.sign_flip_p([round(d, 1) for d in stored]) == 30 / 128
-    with pytest.raises(ValueError, match="at most 20"):
-        pairs.sign_flip_p([1.0] * 21)
+    with pytest.raises(ValueError, match="at most 40"):
+        pairs.sign_flip_p([1.0] * 41)
+    assert pairs.sign_flip_p([0.5, -0.5]) == 1.0  # a zero sum: every assignment is as extreme
+
+
+def test_sign_flip_p_meet_in_the_middle_equals_brute_force():
+    """The halved count against all 2^n sums listed one by one, on draws with ties and zeros."""
+    import itertools
+
+    import numpy as np
+
+    pairs = _script("pairs")
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 9, 12):
+        for _ in range(5):
+            d = [round(float(x), 1) for x in rng.normal(0.3, 0.8, n)]
+            total = sum(d)
+            brute = sum(abs(sum(s * x for s, x in zip(signs, d))) >= abs(total) - pairs.TIE_POINTS
+                        for signs in itertools.product((1, -1), repeat=n)) / 2 ** n
+            assert pairs.sign_flip_p(d) == brute, d
+    # 30 equal pairs: only the all-plus and all-minus assignments reach the sum
+    assert pairs.sign_flip_p([0.1] * 30) == 2 / 2 ** 30
 
 
 def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
@@ -148,3 +168,28 @@ def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
     assert stats["mean_delta"] == round((1.0 - 1.5 + 0.0) / 3, 3)
     with pytest.raises(ValueError, match="seed 1 is in both a and c"):
         pairs.pool([("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)), ("c", run(1, 1.0, 1.0))])
+
+
+def test_cuda_pretraining_keeps_the_cpu_recipes_arithmetic(monkeypatch, tmp_path):
+    """--device cuda passes the device on and asks for fp32 (bf16 is pretrain_local's `auto` there),
+    unless the caller chose a precision."""
+    bench = _bench()
+    seen = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: seen.append(cmd))
+    bench.pretrain(bench.parse_args(["--device", "cuda"]), tmp_path / "run", 9)
+    cmd = " ".join(seen[-1])
+    assert "--device cuda" in cmd and "--set optim.precision=fp32" in cmd and "--set optim.seed=9" in cmd
+    bench.pretrain(bench.parse_args(["--device", "cuda", "--pretrain-set", "optim.precision=bf16"]), tmp_path / "r", 9)
+    assert "optim.precision=fp32" not in " ".join(seen[-1]) and "optim.precision=bf16" in " ".join(seen[-1])
+    bench.pretrain(bench.parse_args([]), tmp_path / "c", 9)
+    assert "--device" not in seen[-1] and "optim.precision=fp32" not in " ".join(seen[-1])
+
+
+def test_benchmark_and_pretrain_only_are_checked_before_any_work(monkeypatch, tmp_path, capsys):
+    bench = _bench()
+    monkeypatch.setattr(bench, "pretrained_encoders", lambda *a: pytest.fail("pretrained before the check"))
+    with pytest.raises(SystemExit, match="no task folder for m-brick-kiln"):
+        bench.main(["--benchmark", str(tmp_path / "missing"), "--tasks", "m-brick-kiln", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--pretrain-only", "--checkpoint", "a.pt"])
+    assert "give one of them" in capsys.readouterr().err
