@@ -107,7 +107,7 @@ def task_stats(task: str, pairs: dict[int, tuple[float, float]]) -> dict:
     std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (n - 1)) if n > 1 else float("nan")
     t = mean / (std / math.sqrt(n)) if n > 1 and std > 0 else float("nan")
     return {"task": task, "n": n, "seeds": seeds, "mean_delta": round(mean, 3), "std": round(std, 3),
-            "t": round(t, 2), "p_sign_flip": round(sign_flip_p(deltas), 4),
+            "t": round(t, 2), "p_sign_flip": float(f"{sign_flip_p(deltas):.3g}"),  # 3 significant digits: p can be 1e-5
             "wins": sum(d > 0 for d in deltas), "losses": sum(d < 0 for d in deltas),
             "ties": sum(d == 0 for d in deltas),
             "pretrained_mean": round(sum(pairs[s][0] for s in seeds) / n, 3),
