@@ -16,7 +16,7 @@
 # runs that cannot finish pretraining by PRETRAIN_DEADLINE are stopped one by one (see the watch loop).
 #
 # Measured (one H200, 16 cores, torch 2.11.0+cu130, FIRST=9 N=14 PRETRAIN_DEADLINE=380 DEADLINE=550):
-# all 14 seeds pretrained by +377 s (each rendering its 4,096 scenes on one core until ~+180 s, then
+# all 14 seeds pretrained by +377 s (each rendering its 4,096 scenes on one core until ~+150 s, then
 # ~3,180 steps/min together, 294-309 s per run), but none of the 7 probes started at +377 s finished
 # in the 173 s left (why was not looked into: the lease was spent). The exports came back and were
 # probed on a 2-core CPU instead (~2 min per seed on m-brick-kiln, 5-8 min on m-cashew-plant). So on
