@@ -68,7 +68,7 @@ EVAL_DEFAULTS = ["linear.feature_blocks=4", "run.random_init_seed=null"]
 
 from hqjepa.config import load_config, parse_override  # noqa: E402
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
-from hqjepa.eval.geobench import TASKS  # noqa: E402
+from hqjepa.eval.geobench import TASKS, GeoBenchFormatError, GeoBenchTask  # noqa: E402
 from hqjepa.eval.report import summarize, write_report  # noqa: E402
 from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  # noqa: E402
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
@@ -214,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = list(TASKS) if args.tasks == "all" else [t for t in TASKS if t in args.tasks.split(",")]
 
     if args.benchmark and not args.pretrain_only:
-        missing = [t for t in tasks if not (Path(args.benchmark) / TASKS[t].benchmark / t).is_dir()]
-        if missing:  # before pretraining, so that a wrong path costs nothing
-            raise SystemExit(f"--benchmark {args.benchmark}: no task folder for {', '.join(missing)} "
-                             "(write it with bench.learning.write_geobench, as bench/learning_gpu.sh does)")
+        for task in tasks:  # opened before pretraining, so that a wrong path costs nothing
+            try:
+                GeoBenchTask(args.benchmark, task)
+            except GeoBenchFormatError as exc:
+                raise SystemExit(f"--benchmark {args.benchmark}: {exc} (write it with "
+                                 "bench.learning.write_geobench, as bench/learning_gpu.sh does)") from None
     checkpoints, budget = pretrained_encoders(args, out)
     if args.pretrain_only:
         print(json.dumps({"pretrained": [str(c) for c in checkpoints], "first_seed": args.first_seed,

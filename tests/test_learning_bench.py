@@ -188,7 +188,7 @@ def test_cuda_pretraining_keeps_the_cpu_recipes_arithmetic(monkeypatch, tmp_path
 def test_benchmark_and_pretrain_only_are_checked_before_any_work(monkeypatch, tmp_path, capsys):
     bench = _bench()
     monkeypatch.setattr(bench, "pretrained_encoders", lambda *a: pytest.fail("pretrained before the check"))
-    with pytest.raises(SystemExit, match="no task folder for m-brick-kiln"):
+    with pytest.raises(SystemExit, match="m-brick-kiln: task directory not found"):
         bench.main(["--benchmark", str(tmp_path / "missing"), "--tasks", "m-brick-kiln", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         bench.parse_args(["--pretrain-only", "--checkpoint", "a.pt"])
