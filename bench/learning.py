@@ -55,8 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The recipe that is above the random encoders on all six tasks, m-brick-kiln and m-cashew-plant
-# by a margin that takes many pairs to see (23 and 19 pairs: +0.82 and +0.49, sign-flip p 3.0e-5 /
-# 0.011, fourteen runs made on a GPU; README, "Does pretraining beat a random encoder?"): the terms' weights as
+# by a margin that takes many pairs to see (23 pairs each: +0.82 and +0.53, sign-flip p 3.0e-5 /
+# 0.0064, fourteen runs made on a GPU; README, "Does pretraining beat a random encoder?"): the terms' weights as
 # gradient ratios to L_pred (loss.weighting=gradnorm), SIGReg also on the context tokens (ratio
 # 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
 # 32 batches per epoch; ~11 min per run on 2 cores (longer where the machine is slower).
