@@ -135,7 +135,7 @@ def pretrain(args: argparse.Namespace, out: Path, seed: int) -> tuple[Path, dict
     cmd += ["--set", f"optim.seed={seed}"]
     if args.device != "cpu":
         # the CPU recipe's arithmetic, unless the caller chose a precision
-        if not any(t.replace(" ", "").startswith("optim.precision=") for t in args.pretrain_set):
+        if not any(parse_override(t)[0] == "optim.precision" for t in args.pretrain_set):
             cmd += ["--set", "optim.precision=fp32"]
         cmd += ["--device", args.device]
     if args.max_steps is not None:
