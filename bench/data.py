@@ -45,13 +45,12 @@ from hqjepa.data.shards import BANDS, load_manifest, shard_files  # noqa: E402
 from hqjepa.data.stream import STREAM_COLUMNS, block_decoder  # noqa: E402
 from hqjepa.data.synth_archive import write_archive  # noqa: E402
 
-NAIVE_S2_BYTES = 12 * 120 * 120 * 4        # the reference: 12 S2 bands as float32 at 120 px
-NAIVE_BYTES = len(BANDS) * 120 * 120 * 4   # all 14 bands (S2 + S1) as float32 at 120 px
+NAIVE_S2_BYTES = 12 * 120 * 120 * 4  # the reference: 12 S2 bands as float32 at 120 px
+NAIVE_BYTES = len(BANDS) * 120 * 120 * 4  # all 14 bands (S2 + S1) as float32 at 120 px
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": "data", "metric": metric, "value": round(value, 4), "unit": unit, **extra}),
-          flush=True)
+    print(json.dumps({"bench": "data", "metric": metric, "value": round(value, 4), "unit": unit, **extra}), flush=True)
 
 
 def bench_convert(archive: Path, work: Path, shard_size: int) -> Path:
@@ -60,8 +59,14 @@ def bench_convert(archive: Path, work: Path, shard_size: int) -> Path:
     t0 = time.perf_counter()
     summary = convert_archive(archive, out1, shard_size=shard_size, progress=False)
     dt = time.perf_counter() - t0
-    emit("convert_pairs_per_s_per_core", summary.converted / dt, "pairs/s/core", mode="in-process, 1 core",
-         pairs=summary.converted, seconds=round(dt, 2))
+    emit(
+        "convert_pairs_per_s_per_core",
+        summary.converted / dt,
+        "pairs/s/core",
+        mode="in-process, 1 core",
+        pairs=summary.converted,
+        seconds=round(dt, 2),
+    )
 
     import ray
 
@@ -69,20 +74,33 @@ def bench_convert(archive: Path, work: Path, shard_size: int) -> Path:
     out = work / "shards"
     plan = plan_conversion(archive, out, shard_size=shard_size)
     remote = ray.remote(num_cpus=1)(convert_shard)
-    ray.get(remote.remote(plan.pending[0]))           # warm the worker processes (imports)
+    ray.get(remote.remote(plan.pending[0]))  # warm the worker processes (imports)
     shutil.rmtree(out)
     plan = plan_conversion(archive, out, shard_size=shard_size)
     t0 = time.perf_counter()
     results = ray.get([remote.remote(t) for t in plan.pending])
     summary = finalise(plan, results)
     dt = time.perf_counter() - t0
-    emit("convert_pairs_per_s_per_core", summary.converted / dt / cores, "pairs/s/core",
-         mode=f"ray tasks, {cores} cores", pairs_per_s=round(summary.converted / dt, 2), seconds=round(dt, 2))
+    emit(
+        "convert_pairs_per_s_per_core",
+        summary.converted / dt / cores,
+        "pairs/s/core",
+        mode=f"ray tasks, {cores} cores",
+        pairs_per_s=round(summary.converted / dt, 2),
+        seconds=round(dt, 2),
+    )
 
     per_pair = summary.bytes / summary.converted
-    emit("bytes_per_pair", per_pair / 1000, "KB", goal="<= 200", ok=per_pair <= 200_000,
-         naive_s2_float32_kb=NAIVE_S2_BYTES / 1000, naive_s1s2_float32_kb=NAIVE_BYTES / 1000,
-         ratio_to_naive_s1s2=round(per_pair / NAIVE_BYTES, 3))
+    emit(
+        "bytes_per_pair",
+        per_pair / 1000,
+        "KB",
+        goal="<= 200",
+        ok=per_pair <= 200_000,
+        naive_s2_float32_kb=NAIVE_S2_BYTES / 1000,
+        naive_s1s2_float32_kb=NAIVE_BYTES / 1000,
+        ratio_to_naive_s1s2=round(per_pair / NAIVE_BYTES, 3),
+    )
     return out
 
 
@@ -118,17 +136,24 @@ def bench_read(shards: Path, batch: int, mask_cfg, grid: int, stream_rows: int) 
             for rb in pq.ParquetFile(f).iter_batches(batch_size=64, columns=list(STREAM_COLUMNS)):
                 arrays = decode(pa.Table.from_batches([rb]))
                 for i in range(0, len(arrays["s2"]), batch):
-                    out = collate({k: v[i:i + batch] for k, v in arrays.items()})
+                    out = collate({k: v[i : i + batch] for k, v in arrays.items()})
                     rows += out["s2"].shape[0]
                     batches += 1
         return rows, batches
 
-    torch.set_num_threads(1)   # the plain reader is one process on one core, like one loader
+    torch.set_num_threads(1)  # the plain reader is one process on one core, like one loader
     t0 = time.perf_counter()
     rows, batches = plain_epoch()
     plain = batches / (time.perf_counter() - t0)
-    emit("read_pyarrow_batches_per_s", plain, "batches/s", rows_per_s=round(plain * rows / batches, 2),
-         batch=batch, rows=rows, threads=1)
+    emit(
+        "read_pyarrow_batches_per_s",
+        plain,
+        "batches/s",
+        rows_per_s=round(plain * rows / batches, 2),
+        batch=batch,
+        rows=rows,
+        threads=1,
+    )
     torch.set_num_threads(os.cpu_count() or 1)
 
     # exactly ray_jobs/_data.training_dataset, on the repeated file list
@@ -144,12 +169,21 @@ def bench_read(shards: Path, batch: int, mask_cfg, grid: int, stream_rows: int) 
             first = first or time.perf_counter() - t0
         return rows, batches, time.perf_counter() - t0, first
 
-    ray_epoch()                                   # cold: worker start-up, imports
+    ray_epoch()  # cold: worker start-up, imports
     rows, batches, seconds, first = ray_epoch()
     rate = batches / seconds
-    emit("read_ray_batches_per_s", rate, "batches/s", rows_per_s=round(rate * rows / batches, 2),
-         ratio_to_pyarrow=round(rate / plain, 3), goal="ratio >= 0.5", ok=rate / plain >= 0.5,
-         rows=rows, first_batch_s=round(first, 2), ray_cpus=int(ray.cluster_resources().get("CPU", 0)))
+    emit(
+        "read_ray_batches_per_s",
+        rate,
+        "batches/s",
+        rows_per_s=round(rate * rows / batches, 2),
+        ratio_to_pyarrow=round(rate / plain, 3),
+        goal="ratio >= 0.5",
+        ok=rate / plain >= 0.5,
+        rows=rows,
+        first_batch_s=round(first, 2),
+        ray_cpus=int(ray.cluster_resources().get("CPU", 0)),
+    )
     return rate * rows / batches
 
 
@@ -163,21 +197,28 @@ def bench_consumer(config: str, batch: int, steps: int) -> float | None:
     from hqjepa.data.dataset import SyntheticPairs
 
     cfg = load_config(config)
-    torch.set_num_threads(1)                   # one CPU training worker
+    torch.set_num_threads(1)  # one CPU training worker
     torch.manual_seed(0)
     model = HQJEPA(cfg)
     trainer = Trainer(model, cfg, steps_per_epoch=1000)
     data = SyntheticPairs(batch, seed=0)
     mb = MaskCollator(cfg.mask, cfg.model.grid, seed=0)(data.__getitems__(range(batch)))
-    trainer.train_step([mb])                   # warm-up
+    trainer.train_step([mb])  # warm-up
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         trainer.train_step([mb])
         times.append(time.perf_counter() - t0)
     rate = batch / float(np.median(times))
-    emit("train_step_samples_per_s", rate, "samples/s", config=config, batch=batch, threads=1,
-         step_s=round(float(np.median(times)), 3))
+    emit(
+        "train_step_samples_per_s",
+        rate,
+        "samples/s",
+        config=config,
+        batch=batch,
+        threads=1,
+        step_s=round(float(np.median(times)), 3),
+    )
     torch.set_num_threads(os.cpu_count() or 1)
     return rate
 
@@ -204,8 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)
         consumer = bench_consumer(args.config, args.batch, args.steps)
         if consumer is not None:
-            emit("pipeline_over_consumer", pipeline / consumer, "ratio", goal=">= 3", ok=pipeline / consumer >= 3,
-                 pipeline_rows_per_s=round(pipeline, 2), consumer_samples_per_s=round(consumer, 2))
+            emit(
+                "pipeline_over_consumer",
+                pipeline / consumer,
+                "ratio",
+                goal=">= 3",
+                ok=pipeline / consumer >= 3,
+                pipeline_rows_per_s=round(pipeline, 2),
+                consumer_samples_per_s=round(consumer, 2),
+            )
         else:
             emit("pipeline_over_consumer", float("nan"), "ratio", status="pending: hqjepa.engine not available")
     finally:

@@ -67,35 +67,46 @@ def ridge_predict(x: torch.Tensor, y: torch.Tensor, n_fit: int, lam: float) -> t
     """Standardise x on the fit rows, solve (X'X + lam I) W = X'y there, predict the other rows."""
     mu, sd = x[:n_fit].mean(0), x[:n_fit].std(0) + 1e-6
     xs = torch.cat([(x - mu) / sd, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-    w = torch.linalg.solve(xs[:n_fit].T @ xs[:n_fit] + lam * torch.eye(xs.shape[1], dtype=x.dtype),
-                           xs[:n_fit].T @ y[:n_fit])
+    w = torch.linalg.solve(
+        xs[:n_fit].T @ xs[:n_fit] + lam * torch.eye(xs.shape[1], dtype=x.dtype), xs[:n_fit].T @ y[:n_fit]
+    )
     return xs[n_fit:] @ w
 
 
-def token_scores(encoder: torch.nn.Module, s2: torch.Tensor, kiln_share: torch.Tensor, label: torch.Tensor,
-                 majority: torch.Tensor, blocks: int = 4) -> dict:
+def token_scores(
+    encoder: torch.nn.Module,
+    s2: torch.Tensor,
+    kiln_share: torch.Tensor,
+    label: torch.Tensor,
+    majority: torch.Tensor,
+    blocks: int = 4,
+) -> dict:
     encoder.eval()
     with torch.no_grad():
-        tokens = torch.cat([encoder.block_tokens(s2[i:i + 20], blocks) for i in range(0, len(s2), 20)]).double()
+        tokens = torch.cat([encoder.block_tokens(s2[i : i + 20], blocks) for i in range(0, len(s2), 20)]).double()
     n_img, n_tok, dim = tokens.shape
     half = n_img // 2
     flat = tokens.reshape(-1, dim)
     is_kiln = (kiln_share.reshape(-1) > 0.5).double()
     p = ridge_predict(flat, is_kiln, half * n_tok, 10.0) > 0.5
-    truth = is_kiln[half * n_tok:].bool()
+    truth = is_kiln[half * n_tok :].bool()
     stats = patch_band_stats(s2, encoder.patch_size).reshape(-1, 2 * s2.shape[1]).double()
     pred = ridge_predict(flat, stats, half * n_tok, 10.0)
-    r2 = 1 - (stats[half * n_tok:] - pred).square().mean(0) / stats[half * n_tok:].var(0)
-    wrong = Counter(majority.reshape(-1)[half * n_tok:][p & ~truth].tolist())
+    r2 = 1 - (stats[half * n_tok :] - pred).square().mean(0) / stats[half * n_tok :].var(0)
+    wrong = Counter(majority.reshape(-1)[half * n_tok :][p & ~truth].tolist())
     c = s2.shape[1]
     scene = ridge_predict(tokens.mean(1), label.double(), half, 1.0) > 0.5
-    return {"kiln_token_acc": round(float((p == truth).double().mean()), 4),
-            "kiln_token_recall": round(float(p[truth].double().mean()), 4),
-            "texture_r2": round(float(r2[c:].mean()), 3), "colour_r2": round(float(r2[:c].mean()), 3),
-            "scene_acc": round(float((scene == label[half:].bool()).double().mean()), 3),
-            "held_out_tokens": int(len(truth)), "kiln_false_positives": int(sum(wrong.values())),
-            # the land cover that covers most of each wrongly flagged patch
-            "false_positive_classes": {NOMENCLATURES[43][k]: v for k, v in wrong.most_common(3)}}
+    return {
+        "kiln_token_acc": round(float((p == truth).double().mean()), 4),
+        "kiln_token_recall": round(float(p[truth].double().mean()), 4),
+        "texture_r2": round(float(r2[c:].mean()), 3),
+        "colour_r2": round(float(r2[:c].mean()), 3),
+        "scene_acc": round(float((scene == label[half:].bool()).double().mean()), 3),
+        "held_out_tokens": int(len(truth)),
+        "kiln_false_positives": int(sum(wrong.values())),
+        # the land cover that covers most of each wrongly flagged patch
+        "false_positive_classes": {NOMENCLATURES[43][k]: v for k, v in wrong.most_common(3)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     scenes = _scenes("m-brick-kiln", np.random.default_rng(args.seed), args.scenes, 120)
     s2 = stack_s2({b: scenes.s2[b] for b in S2_BANDS}, 120, synthetic_band_stats(120, 6))
     label = torch.from_numpy(scenes.fractions[:, KILN] > 0.01)
-    land = torch.from_numpy(scenes.landcover).long().unsqueeze(1)                 # [n, 1, 120, 120]
-    per_patch: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}                  # patch size -> (share, majority)
+    land = torch.from_numpy(scenes.landcover).long().unsqueeze(1)  # [n, 1, 120, 120]
+    per_patch: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # patch size -> (share, majority)
     for path in paths:
         trained, cfg = load_encoder(path)
         patch = cfg.model.patch_size
@@ -123,10 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             per_patch[patch] = ((cells == KILN).double().mean(-1), torch.mode(cells, -1).values)
         share, majority = per_patch[patch]
         init = initial_encoder(cfg)
-        print(json.dumps({"checkpoint": path, "optim_seed": cfg.optim.seed, "scenes": args.scenes,
-                          "rel_change": rel_change(trained, init),
-                          "init": token_scores(init, s2, share, label, majority),
-                          "trained": token_scores(trained, s2, share, label, majority)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "checkpoint": path,
+                    "optim_seed": cfg.optim.seed,
+                    "scenes": args.scenes,
+                    "rel_change": rel_change(trained, init),
+                    "init": token_scores(init, s2, share, label, majority),
+                    "trained": token_scores(trained, s2, share, label, majority),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -50,8 +50,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_backend(backend: str, batch: int, dtype: torch.dtype, device: str, l_enc: int,
-                 l_pred: int, repeats: int, warmup: int, pl_device: str = "default.qubit") -> dict:
+def time_backend(
+    backend: str,
+    batch: int,
+    dtype: torch.dtype,
+    device: str,
+    l_enc: int,
+    l_pred: int,
+    repeats: int,
+    warmup: int,
+    pl_device: str = "default.qubit",
+) -> dict:
     angles = _angles(batch, l_enc, l_pred, dtype, device)
     # the PennyLane paths warm up (QNode construction, first-call caches) on a few samples only
     warm = angles if backend == "statevector" else _angles(2, l_enc, l_pred, dtype, device)
@@ -66,12 +75,19 @@ def time_backend(backend: str, batch: int, dtype: torch.dtype, device: str, l_en
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
     best, median = min(times), statistics.median(times)
-    return {"bench": "fqs", "backend": backend, "dtype": str(dtype).removeprefix("torch."),
-            "device": device, "timed_batch": batch, "repeats": repeats,
-            "ms_per_timed_batch": round(median * 1e3, 3),
-            # CPU time of this process (all its threads): less sensitive to other load
-            "cpu_ms_per_timed_batch": round(statistics.median(cpu_times) * 1e3, 3),
-            "samples_per_s": round(batch / median, 1), "samples_per_s_best": round(batch / best, 1)}
+    return {
+        "bench": "fqs",
+        "backend": backend,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
+        "timed_batch": batch,
+        "repeats": repeats,
+        "ms_per_timed_batch": round(median * 1e3, 3),
+        # CPU time of this process (all its threads): less sensitive to other load
+        "cpu_ms_per_timed_batch": round(statistics.median(cpu_times) * 1e3, 3),
+        "samples_per_s": round(batch / median, 1),
+        "samples_per_s_best": round(batch / best, 1),
+    }
 
 
 def main() -> None:
@@ -81,12 +97,17 @@ def main() -> None:
     parser.add_argument("--pred-layers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30, help="statevector timing repeats")
     parser.add_argument("--adjoint-samples", type=int, default=16)
-    parser.add_argument("--broadcast-batch", type=int, default=None,
-                        help="samples in the timed broadcast execution (default: --batch)")
-    parser.add_argument("--device", default="default.qubit",
-                        help="PennyLane device for the broadcast path and the first adjoint row")
-    parser.add_argument("--adjoint-devices", default="default.qubit,lightning.qubit",
-                        help="PennyLane devices timed per sample with adjoint (missing ones skipped)")
+    parser.add_argument(
+        "--broadcast-batch", type=int, default=None, help="samples in the timed broadcast execution (default: --batch)"
+    )
+    parser.add_argument(
+        "--device", default="default.qubit", help="PennyLane device for the broadcast path and the first adjoint row"
+    )
+    parser.add_argument(
+        "--adjoint-devices",
+        default="default.qubit,lightning.qubit",
+        help="PennyLane devices timed per sample with adjoint (missing ones skipped)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--cuda", action="store_true", help="also time the statevector on CUDA")
     parser.add_argument("--skip-pennylane", action="store_true")
@@ -94,10 +115,22 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     layers = (args.enc_layers, args.pred_layers)
-    print(json.dumps({"bench": "fqs", "setup": True, "batch": args.batch, "enc_layers": layers[0],
-                      "pred_layers": layers[1], "torch": torch.__version__,
-                      "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-                      "processor": platform.processor() or None}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "fqs",
+                "setup": True,
+                "batch": args.batch,
+                "enc_layers": layers[0],
+                "pred_layers": layers[1],
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "processor": platform.processor() or None,
+            }
+        ),
+        flush=True,
+    )
 
     rows: dict[str, dict] = {}
     # The simulator's ops are small: on a busy machine one intra-op thread can beat two, so the
@@ -108,8 +141,7 @@ def main() -> None:
         for threads in cpu_threads if device == "cpu" else [default_threads]:
             torch.set_num_threads(threads)
             for dtype in (torch.float32, torch.float64):
-                row = time_backend("statevector", args.batch, dtype, device, *layers,
-                                   repeats=args.repeats, warmup=5)
+                row = time_backend("statevector", args.batch, dtype, device, *layers, repeats=args.repeats, warmup=5)
                 row["torch_threads"] = threads
                 rows[f"statevector_{row['dtype']}_{device}_{threads}thr"] = row
                 print(json.dumps(row), flush=True)
@@ -119,28 +151,49 @@ def main() -> None:
 
     if not args.skip_pennylane:
         import pennylane as qml
+
         refs = []
-        adjoint_devices = [args.device] + [d for d in args.adjoint_devices.split(",")
-                                           if d and d != args.device]
+        adjoint_devices = [args.device] + [d for d in args.adjoint_devices.split(",") if d and d != args.device]
         for pl_device in adjoint_devices:
             try:
                 qml.device(pl_device, wires=11)
             except Exception as err:  # a plugin that is not installed: say so and go on
-                print(json.dumps({"bench": "fqs", "pennylane_device": pl_device,
-                                  "skipped": f"{type(err).__name__}: {err}"}), flush=True)
+                print(
+                    json.dumps(
+                        {"bench": "fqs", "pennylane_device": pl_device, "skipped": f"{type(err).__name__}: {err}"}
+                    ),
+                    flush=True,
+                )
                 continue
-            row = time_backend("pennylane", args.adjoint_samples, torch.float32, "cpu", *layers,
-                               repeats=1, warmup=1, pl_device=pl_device)
-            row.update(pennylane=qml.__version__, pennylane_device=pl_device,
-                       diff_method="adjoint", note="per-sample loop; any batch runs at this rate")
+            row = time_backend(
+                "pennylane",
+                args.adjoint_samples,
+                torch.float32,
+                "cpu",
+                *layers,
+                repeats=1,
+                warmup=1,
+                pl_device=pl_device,
+            )
+            row.update(
+                pennylane=qml.__version__,
+                pennylane_device=pl_device,
+                diff_method="adjoint",
+                note="per-sample loop; any batch runs at this rate",
+            )
             rows[f"pennylane_adjoint_{pl_device}"] = row
             refs.append(f"pennylane_adjoint_{pl_device}")
             print(json.dumps(row), flush=True)
         bc = args.broadcast_batch or args.batch
-        row = time_backend("pennylane_broadcast", bc, torch.float32, "cpu", *layers,
-                           repeats=1, warmup=1, pl_device=args.device)
-        row.update(pennylane=qml.__version__, pennylane_device=args.device, diff_method="backprop",
-                   note=f"one broadcast execution of {bc} samples")
+        row = time_backend(
+            "pennylane_broadcast", bc, torch.float32, "cpu", *layers, repeats=1, warmup=1, pl_device=args.device
+        )
+        row.update(
+            pennylane=qml.__version__,
+            pennylane_device=args.device,
+            diff_method="backprop",
+            note=f"one broadcast execution of {bc} samples",
+        )
         rows["pennylane_broadcast"] = row
         refs.append("pennylane_broadcast")
         print(json.dumps(row), flush=True)
@@ -148,8 +201,12 @@ def main() -> None:
             for ref in refs:
                 ratio = rows[sv]["samples_per_s"] / rows[ref]["samples_per_s"]
                 best = rows[sv]["samples_per_s_best"] / rows[ref]["samples_per_s_best"]
-                print(json.dumps({"bench": "fqs", "ratio": f"{sv}/{ref}", "value": round(ratio, 1),
-                                  "value_best": round(best, 1)}), flush=True)
+                print(
+                    json.dumps(
+                        {"bench": "fqs", "ratio": f"{sv}/{ref}", "value": round(ratio, 1), "value_best": round(best, 1)}
+                    ),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -38,15 +38,13 @@ from hqjepa.losses.fqs import shuffled_pairs
 from hqjepa.quantum.head import FQSHead
 from hqjepa.quantum.statevector import register_state
 
-_SUMMARY = ("heldout_loss", "heldout_gap", "angle_student", "angle_teacher", "diversity_student",
-            "diversity_teacher")
+_SUMMARY = ("heldout_loss", "heldout_gap", "angle_student", "angle_teacher", "diversity_student", "diversity_teacher")
 
 
 class SyntheticSummaries:
     """Fixed random "encoders" and a sampler of (context, target, mask query) summaries."""
 
-    def __init__(self, dim: int, latent: int, sigma_block: float, sigma_noise: float,
-                 seed: int) -> None:
+    def __init__(self, dim: int, latent: int, sigma_block: float, sigma_noise: float, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         self.g = g
         self.latent, self.sigma_block, self.sigma_noise = latent, sigma_block, sigma_noise
@@ -62,10 +60,9 @@ class SyntheticSummaries:
         ln = nn.functional.layer_norm
         dim = self.e_c.shape[1]
         ctx = ln(u @ self.e_c + self.sigma_noise * torch.randn(batch, dim, generator=g), (dim,))
-        tgt = ln(v @ self.e_t + self.sigma_noise * torch.randn(batch, blocks, dim, generator=g),
-                 (dim,))
-        pos = torch.rand(batch, blocks, 2, 1, generator=g) * self.freq       # [B, K, 2, 2]
-        feats = torch.cat((pos.sin(), pos.cos()), -1).flatten(-2)             # [B, K, 8]
+        tgt = ln(v @ self.e_t + self.sigma_noise * torch.randn(batch, blocks, dim, generator=g), (dim,))
+        pos = torch.rand(batch, blocks, 2, 1, generator=g) * self.freq  # [B, K, 2, 2]
+        feats = torch.cat((pos.sin(), pos.cos()), -1).flatten(-2)  # [B, K, 8]
         return ctx, tgt, feats @ self.e_q
 
 
@@ -76,10 +73,9 @@ def spreads(head: FQSHead, ctx: Tensor, tgt: Tensor, query: Tensor) -> dict[str,
     diversity_*: 1 - mean_b |<psi_b|psi_pi(b)>|^2 over a derangement pi, on the register states.
     """
     s, t, p = head.angles(ctx, tgt, query)
-    s, t, p = s[:, 0], t[:, 0], p[:, 0]             # block 0 of every sample
+    s, t, p = s[:, 0], t[:, 0], p[:, 0]  # block 0 of every sample
     perm = shuffled_pairs(s.shape[0])
-    out = {"angle_student": float(s.flatten(1).std(0).mean()),
-           "angle_teacher": float(t.flatten(1).std(0).mean())}
+    out = {"angle_student": float(s.flatten(1).std(0).mean()), "angle_teacher": float(t.flatten(1).std(0).mean())}
     for name, angles in (("student", torch.cat((s, p), 1)), ("teacher", t)):
         psi = register_state(angles.double())
         out[f"diversity_{name}"] = float(1 - (psi.conj() * psi[perm]).sum(-1).abs().pow(2).mean())
@@ -106,11 +102,18 @@ def run(config: str, seed: int, args: argparse.Namespace) -> dict:
                 ev = head(*held_out)
                 spread = spreads(head, *held_out)
             loss, fid = float(out.loss.detach()), float(out.fidelity.detach().mean())
-            row = {"config": config, "seed": seed, "step": step, "loss": round(loss, 5),
-                   "gap": round(float(out.gap), 5), "fid_matched": round(fid, 5),
-                   "fid_shuffled": round(fid - float(out.gap), 5),
-                   "heldout_loss": round(float(ev.loss), 5), "heldout_gap": round(float(ev.gap), 5),
-                   **spread}
+            row = {
+                "config": config,
+                "seed": seed,
+                "step": step,
+                "loss": round(loss, 5),
+                "gap": round(float(out.gap), 5),
+                "fid_matched": round(fid, 5),
+                "fid_shuffled": round(fid - float(out.gap), 5),
+                "heldout_loss": round(float(ev.loss), 5),
+                "heldout_gap": round(float(ev.gap), 5),
+                **spread,
+            }
             history.append(row)
             if not args.quiet:
                 print(json.dumps(row), flush=True)
@@ -121,12 +124,17 @@ def run(config: str, seed: int, args: argparse.Namespace) -> dict:
             out.loss.backward()
             opt.step()
     final = history[-1]
-    return {"summary": True, "config": config, "seed": seed, "steps": args.steps, "lr": args.lr,
-            "initial": {k: history[0][k] for k in _SUMMARY},
-            "first_step_heldout_loss_below": args.low,
-            "first_low": None if first_low is None else
-            {k: first_low[k] for k in ("step",) + _SUMMARY},
-            "final": {k: final[k] for k in _SUMMARY + ("fid_matched", "fid_shuffled")}}
+    return {
+        "summary": True,
+        "config": config,
+        "seed": seed,
+        "steps": args.steps,
+        "lr": args.lr,
+        "initial": {k: history[0][k] for k in _SUMMARY},
+        "first_step_heldout_loss_below": args.low,
+        "first_low": None if first_low is None else {k: first_low[k] for k in ("step",) + _SUMMARY},
+        "final": {k: final[k] for k in _SUMMARY + ("fid_matched", "fid_shuffled")},
+    }
 
 
 def main() -> None:
@@ -146,8 +154,9 @@ def main() -> None:
     parser.add_argument("--low", type=float, default=0.1, help="'near zero' loss threshold")
     parser.add_argument("--log-every", type=int, default=20)
     parser.add_argument("--quiet", action="store_true", help="print only the summaries")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (the ops are small: 1 is fastest on a shared CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (the ops are small: 1 is fastest on a shared CPU)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for config in args.configs.split(","):

@@ -33,8 +33,7 @@ from hqjepa.models.mamba import _cuda_kernels  # noqa: E402
 from hqjepa.models.selective_scan import selective_scan, selective_scan_sequential  # noqa: E402
 from hqjepa.quantum.fidelity import swap_test_fidelity  # noqa: E402
 
-
-DEVICE = "cuda"   # --device cpu: a dry run of the script's logic on a machine without a GPU
+DEVICE = "cuda"  # --device cpu: a dry run of the script's logic on a machine without a GPU
 
 
 def _sync() -> None:
@@ -56,6 +55,7 @@ def _time(fn, repeats: int) -> list[float]:
 def scan_inputs(b: int, d: int, n: int, L: int, device: str) -> dict[str, torch.Tensor]:
     """bench/scan.py's inputs (same seed and scales), as leaves on `device`."""
     from scan import _inputs  # bench/scan.py, beside this script
+
     kw = _inputs(argparse.Namespace(batch=b, d_inner=d, d_state=n, seqlen=L))
     return {k: v.detach().to(device).requires_grad_() for k, v in kw.items()}
 
@@ -73,9 +73,11 @@ def bench_scan(args) -> None:
     gy = torch.randn(b, d, L, generator=torch.Generator().manual_seed(1)).to(DEVICE)
     results = {}
     for name, fn in variants.items():
+
         def step():
             out = fn(**kw, delta_softplus=True)
             return out, torch.autograd.grad(out, leaves, gy)
+
         step()  # warm-up (kernel loads, autotuning)
         _sync()
         cuda = DEVICE == "cuda"
@@ -88,9 +90,19 @@ def bench_scan(args) -> None:
         results[name] = (out.detach(), [g.detach() for g in grads])
         del out, grads
         t = _time(step, args.repeats)
-        print(json.dumps({"bench": "gpu_scan", "variant": name, "shape": f"b{b} d{d} n{n} L{L} fp32 fwd+bwd",
-                          "median_ms": round(1e3 * statistics.median(t), 3), "min_ms": round(1e3 * min(t), 3),
-                          "peak_mem_mib": round(peak / 2**20, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "gpu_scan",
+                    "variant": name,
+                    "shape": f"b{b} d{d} n{n} L{L} fp32 fwd+bwd",
+                    "median_ms": round(1e3 * statistics.median(t), 3),
+                    "min_ms": round(1e3 * min(t), 3),
+                    "peak_mem_mib": round(peak / 2**20, 1),
+                }
+            ),
+            flush=True,
+        )
     ref_name = "upstream" if "upstream" in results else "sequential"
     ref_out, ref_grads = results[ref_name]
     names = list(kw)
@@ -98,9 +110,17 @@ def bench_scan(args) -> None:
         if name == ref_name:
             continue
         rel = {"out": _rel(out, ref_out)} | {f"grad_{k}": _rel(g, r) for k, g, r in zip(names, grads, ref_grads)}
-        print(json.dumps({"bench": "gpu_scan", "compare": f"{name} vs {ref_name}",
-                          "max_rel_err": round(max(rel.values()), 8), "per_tensor": {k: round(v, 8) for k, v in rel.items()}}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "gpu_scan",
+                    "compare": f"{name} vs {ref_name}",
+                    "max_rel_err": round(max(rel.values()), 8),
+                    "per_tensor": {k: round(v, 8) for k, v in rel.items()},
+                }
+            ),
+            flush=True,
+        )
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -110,8 +130,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def fqs_angles(batch: int, dtype: torch.dtype, device: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(batch, L, 5, 3, generator=g, dtype=torch.float64) * 6.28 - 3.14).to(device, dtype)
-            .requires_grad_() for L in (2, 2, 1)]
+    return [
+        (torch.rand(batch, L, 5, 3, generator=g, dtype=torch.float64) * 6.28 - 3.14).to(device, dtype).requires_grad_()
+        for L in (2, 2, 1)
+    ]
 
 
 def bench_fqs(args) -> None:
@@ -122,10 +144,14 @@ def bench_fqs(args) -> None:
     gpu = fqs_angles(256, torch.float64, DEVICE)
     f_gpu = swap_test_fidelity(*gpu)
     g_gpu = torch.autograd.grad(f_gpu.sum(), gpu)
-    err = max([float((f_gpu.detach().cpu() - f_cpu.detach()).abs().max())] + [float((a.cpu() - b).abs().max())
-                                                             for a, b in zip(g_gpu, g_cpu)])
-    print(json.dumps({"bench": "gpu_fqs", "check": "cuda float64 vs cpu float64, values and grads",
-                      "max_abs_err": err}), flush=True)
+    err = max(
+        [float((f_gpu.detach().cpu() - f_cpu.detach()).abs().max())]
+        + [float((a.cpu() - b).abs().max()) for a, b in zip(g_gpu, g_cpu)]
+    )
+    print(
+        json.dumps({"bench": "gpu_fqs", "check": "cuda float64 vs cpu float64, values and grads", "max_abs_err": err}),
+        flush=True,
+    )
     for dtype in (torch.float32, torch.float64):
         for batch in args.fqs_batches:
             angles = fqs_angles(batch, dtype, DEVICE)
@@ -133,20 +159,32 @@ def bench_fqs(args) -> None:
             def step():
                 f = swap_test_fidelity(*angles)
                 torch.autograd.grad(f.sum(), angles)
+
             for _ in range(3):
                 step()
             t = _time(step, args.repeats)
             med = statistics.median(t)
-            print(json.dumps({"bench": "gpu_fqs", "backend": "statevector", "dtype": str(dtype)[6:],
-                              "batch": batch, "median_ms": round(1e3 * med, 3),
-                              "samples_per_s": round(batch / med), "samples_per_s_best": round(batch / min(t))}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "bench": "gpu_fqs",
+                        "backend": "statevector",
+                        "dtype": str(dtype)[6:],
+                        "batch": batch,
+                        "median_ms": round(1e3 * med, 3),
+                        "samples_per_s": round(batch / med),
+                        "samples_per_s_best": round(batch / min(t)),
+                    }
+                ),
+                flush=True,
+            )
 
 
 def bench_nccl(args) -> None:
     import torch.distributed as dist
 
     from hqjepa.losses.sigreg import SIGReg, _AllReduceSum
+
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
     dist.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", 0))
@@ -157,11 +195,21 @@ def bench_nccl(args) -> None:
         z = torch.randn(512, 384, device="cuda", requires_grad=True)
         loss = SIGReg(num_slices=256).cuda()(z, step=3)
         loss.backward()
-        print(json.dumps({"bench": "gpu_nccl", "backend": dist.get_backend(), "world": dist.get_world_size(),
-                          "nccl": ".".join(map(str, torch.cuda.nccl.version())),
-                          "all_reduce_value_ok": bool(torch.equal(y, x)), "all_reduce_grad_ok": bool((g == 2).all()),
-                          "sigreg": round(float(loss), 4), "sigreg_grad_finite": bool(z.grad.isfinite().all())}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "gpu_nccl",
+                    "backend": dist.get_backend(),
+                    "world": dist.get_world_size(),
+                    "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+                    "all_reduce_value_ok": bool(torch.equal(y, x)),
+                    "all_reduce_grad_ok": bool((g == 2).all()),
+                    "sigreg": round(float(loss), 4),
+                    "sigreg_grad_finite": bool(z.grad.isfinite().all()),
+                }
+            ),
+            flush=True,
+        )
     finally:
         dist.destroy_process_group()
 
@@ -185,9 +233,18 @@ def main() -> int:
     elif not torch.cuda.is_available():
         print(json.dumps({"bench": "gpu", "skipped": "no CUDA device"}))
         return 1
-    print(json.dumps({"bench": "gpu", "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "torch": torch.__version__,
-                      "cuda": torch.version.cuda, "capability": torch.cuda.get_device_capability() if DEVICE == "cuda" else None}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "gpu",
+                "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+                "capability": torch.cuda.get_device_capability() if DEVICE == "cuda" else None,
+            }
+        ),
+        flush=True,
+    )
     status = 0
     for name in args.sections.split(","):
         try:

@@ -27,19 +27,45 @@ from pathlib import Path
 
 # setup.py's nvcc flags, less its -gencode list (replaced by this GPU's architecture) and the
 # verbose ptxas output.
-NVCC_FLAGS = ["-O3", "-std=c++17", "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
-              "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
-              "-U__CUDA_NO_BFLOAT162_OPERATORS__", "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
-              "--expt-relaxed-constexpr", "--expt-extended-lambda", "--use_fast_math", "-lineinfo"]
+NVCC_FLAGS = [
+    "-O3",
+    "-std=c++17",
+    "-U__CUDA_NO_HALF_OPERATORS__",
+    "-U__CUDA_NO_HALF_CONVERSIONS__",
+    "-U__CUDA_NO_BFLOAT16_OPERATORS__",
+    "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+    "-U__CUDA_NO_BFLOAT162_OPERATORS__",
+    "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
+    "--expt-relaxed-constexpr",
+    "--expt-extended-lambda",
+    "--use_fast_math",
+    "-lineinfo",
+]
 
 EXTENSIONS = {
-    "selective_scan_cuda": ("mamba", "mamba_ssm", "csrc/selective_scan", [
-        "selective_scan.cpp", "selective_scan_fwd_fp32.cu", "selective_scan_fwd_fp16.cu",
-        "selective_scan_fwd_bf16.cu", "selective_scan_bwd_fp32_real.cu", "selective_scan_bwd_fp32_complex.cu",
-        "selective_scan_bwd_fp16_real.cu", "selective_scan_bwd_fp16_complex.cu",
-        "selective_scan_bwd_bf16_real.cu", "selective_scan_bwd_bf16_complex.cu"]),
-    "causal_conv1d_cuda": ("causal_conv1d", "causal_conv1d", "csrc", [
-        "causal_conv1d.cpp", "causal_conv1d_fwd.cu", "causal_conv1d_bwd.cu", "causal_conv1d_update.cu"]),
+    "selective_scan_cuda": (
+        "mamba",
+        "mamba_ssm",
+        "csrc/selective_scan",
+        [
+            "selective_scan.cpp",
+            "selective_scan_fwd_fp32.cu",
+            "selective_scan_fwd_fp16.cu",
+            "selective_scan_fwd_bf16.cu",
+            "selective_scan_bwd_fp32_real.cu",
+            "selective_scan_bwd_fp32_complex.cu",
+            "selective_scan_bwd_fp16_real.cu",
+            "selective_scan_bwd_fp16_complex.cu",
+            "selective_scan_bwd_bf16_real.cu",
+            "selective_scan_bwd_bf16_complex.cu",
+        ],
+    ),
+    "causal_conv1d_cuda": (
+        "causal_conv1d",
+        "causal_conv1d",
+        "csrc",
+        ["causal_conv1d.cpp", "causal_conv1d_fwd.cu", "causal_conv1d_bwd.cu", "causal_conv1d_update.cu"],
+    ),
 }
 
 
@@ -54,12 +80,22 @@ def build(name: str, src: Path, build_root: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        cpp_ext.load(name=name, sources=[str(src / csrc / f) for f in files],
-                     extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=NVCC_FLAGS,
-                     extra_include_paths=[str(src / csrc)], build_directory=str(work), verbose=False)
+        cpp_ext.load(
+            name=name,
+            sources=[str(src / csrc / f) for f in files],
+            extra_cflags=["-O3", "-std=c++17"],
+            extra_cuda_cflags=NVCC_FLAGS,
+            extra_include_paths=[str(src / csrc)],
+            build_directory=str(work),
+            verbose=False,
+        )
     except Exception as e:  # report and go on: the caller's checks then skip with the reason
-        return {"extension": name, "ok": False, "seconds": round(time.perf_counter() - t0, 1),
-                "error": f"{type(e).__name__}: {str(e)[-2000:]}"}
+        return {
+            "extension": name,
+            "ok": False,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "error": f"{type(e).__name__}: {str(e)[-2000:]}",
+        }
     for so in work.glob(f"{name}*.so"):
         shutil.copy2(so, out / so.name)
     row = {"extension": name, "ok": True, "seconds": round(time.perf_counter() - t0, 1)}
@@ -72,8 +108,9 @@ def _check_package_import(py: Path) -> str:
     """Import mamba_ssm as a user would; if its __init__ pulls in something this machine lacks
     (Mamba2/3's tilelang or triton extras, huggingface_hub), trim the package __init__ to its
     `__version__` line, so that `mamba_ssm.modules.mamba_simple` (Mamba v1, what we compare
-    against) imports on its own; returns what happened.
+    against) imports on its own; returns what happened."""
     import subprocess
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(py), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-c", "import mamba_ssm.modules.mamba_simple"]
     full = subprocess.run(cmd[:2] + ["import mamba_ssm"], env=env, capture_output=True, text=True)
@@ -85,7 +122,8 @@ def _check_package_import(py: Path) -> str:
     trimmed = subprocess.run(cmd, env=env, capture_output=True, text=True)
     reason = full.stderr.strip().splitlines()[-1] if full.stderr.strip() else "?"
     return f"full __init__ failed ({reason}); trimmed: " + (
-        "ok" if trimmed.returncode == 0 else trimmed.stderr.strip().splitlines()[-1])
+        "ok" if trimmed.returncode == 0 else trimmed.stderr.strip().splitlines()[-1]
+    )
 
 
 def main() -> int:
@@ -96,6 +134,7 @@ def main() -> int:
     p.add_argument("--only", choices=sorted(EXTENSIONS), help="build one extension (run two at once)")
     args = p.parse_args()
     import torch
+
     if not torch.cuda.is_available():
         print(json.dumps({"bench": "gpu_kernels", "skipped": "no CUDA device"}))
         return 1
@@ -108,8 +147,12 @@ def main() -> int:
         if args.only and name != args.only:
             continue
         row = build(name, srcs[key], args.build)
-        row.update(bench="gpu_kernels", arch=os.environ["TORCH_CUDA_ARCH_LIST"], torch=torch.__version__,
-                   cuda=torch.version.cuda)
+        row.update(
+            bench="gpu_kernels",
+            arch=os.environ["TORCH_CUDA_ARCH_LIST"],
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+        )
         print(json.dumps(row), flush=True)
         ok &= row["ok"]
     return 0 if ok else 1

@@ -51,8 +51,12 @@ def term_gradients(model: HQJEPA, batch: dict[str, torch.Tensor], step: int) -> 
     for name, value in out.terms.items():
         model.zero_grad(set_to_none=True)
         (weights[name] * value).backward(retain_graph=True)
-        rows[name] = {"loss": float(value.detach()), "weight": weights[name],
-                      "student": grad_norm(student), "predictor": grad_norm(predictor)}
+        rows[name] = {
+            "loss": float(value.detach()),
+            "weight": weights[name],
+            "student": grad_norm(student),
+            "predictor": grad_norm(predictor),
+        }
         for acc, p in zip(total, student):
             if p.grad is not None:
                 acc += p.grad
@@ -94,13 +98,33 @@ def main(argv: list[str] | None = None) -> int:
                 acc[k] += v / args.batches
     all_student = sum(r["student"] for r in sums.values())
     for name, row in sums.items():
-        print(json.dumps({"term": name, "loss": round(row["loss"], 4), "weight": row["weight"],
-                          "student_grad": float(f"{row['student']:.4g}"),
-                          "predictor_grad": float(f"{row['predictor']:.4g}"),
-                          "student_share": round(row["student"] / all_student, 6) if all_student else None}))
-    print(json.dumps({"summary": True, "config": args.config, "set": args.set, "checkpoint": args.checkpoint,
-                      "step": step, "batches": args.batches, "batch_size": bsz,
-                      "student_grad_sum_norm": float(f"{total:.4g}"), "grad_clip": cfg.optim.grad_clip}))
+        print(
+            json.dumps(
+                {
+                    "term": name,
+                    "loss": round(row["loss"], 4),
+                    "weight": row["weight"],
+                    "student_grad": float(f"{row['student']:.4g}"),
+                    "predictor_grad": float(f"{row['predictor']:.4g}"),
+                    "student_share": round(row["student"] / all_student, 6) if all_student else None,
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "config": args.config,
+                "set": args.set,
+                "checkpoint": args.checkpoint,
+                "step": step,
+                "batches": args.batches,
+                "batch_size": bsz,
+                "student_grad_sum_norm": float(f"{total:.4g}"),
+                "grad_clip": cfg.optim.grad_clip,
+            }
+        )
+    )
     return 0
 
 

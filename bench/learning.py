@@ -61,11 +61,18 @@ sys.path.insert(0, str(ROOT))
 # 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
 # 32 batches per epoch; ~11 min per run on 2 cores (longer where the machine is slower).
 # (Fixed weights instead, i.e. without loss.weighting=gradnorm: 5 of 6, m-brick-kiln lost by 0.40.)
-PRETRAIN_RECIPE = ["loss.w_sig_ctx=0.2", "loss.weighting=gradnorm", "data.synthetic_pairs=4096",
-                   "train.steps_per_epoch=32", "optim.lr=0.0001", "optim.start_lr=0.00002"]
+PRETRAIN_RECIPE = [
+    "loss.w_sig_ctx=0.2",
+    "loss.weighting=gradnorm",
+    "data.synthetic_pairs=4096",
+    "train.steps_per_epoch=32",
+    "optim.lr=0.0001",
+    "optim.start_lr=0.00002",
+]
 # Probe the tokens of all four tiny blocks, concatenated; one random encoder per seed.
 EVAL_DEFAULTS = ["linear.feature_blocks=4", "run.random_init_seed=null"]
 
+from bench.pairs import paired_scores, sign_flip_p  # noqa: E402  (the exact paired test; pools runs too)
 from hqjepa.config import load_config, parse_override  # noqa: E402
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
 from hqjepa.eval.geobench import TASKS, GeoBenchFormatError, GeoBenchTask  # noqa: E402
@@ -74,49 +81,87 @@ from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  
 from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
 from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
 
-from bench.pairs import paired_scores, sign_flip_p  # noqa: E402  (the exact paired test; pools runs too)
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="pretraining config")
-    p.add_argument("--max-steps", type=int, default=768,
-                   help="pretraining budget in optimiser steps (0: the config's own epochs)")
-    p.add_argument("--pretrain-set", action="append", default=None, metavar="SECTION.KEY=VALUE",
-                   help="pretraining config override (repeatable), e.g. loss.w_sig_ctx=0.05; any given "
-                        "replace PRETRAIN_RECIPE (pass --pretrain-set '' for the config as it is)")
-    p.add_argument("--checkpoint", default=None,
-                   help="use these encoder exports (comma-separated; seed i probes the i-th, cyclically) "
-                        "instead of pretraining")
-    p.add_argument("--pretrain-seeds", type=int, default=3,
-                   help="pretraining runs with optim.seed 0..N-1 (init, scene order, masks); seed i probes "
-                        "run i mod N, as it probes random encoder i")
+    p.add_argument(
+        "--max-steps", type=int, default=768, help="pretraining budget in optimiser steps (0: the config's own epochs)"
+    )
+    p.add_argument(
+        "--pretrain-set",
+        action="append",
+        default=None,
+        metavar="SECTION.KEY=VALUE",
+        help="pretraining config override (repeatable), e.g. loss.w_sig_ctx=0.05; any given "
+        "replace PRETRAIN_RECIPE (pass --pretrain-set '' for the config as it is)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="use these encoder exports (comma-separated; seed i probes the i-th, cyclically) instead of pretraining",
+    )
+    p.add_argument(
+        "--pretrain-seeds",
+        type=int,
+        default=3,
+        help="pretraining runs with optim.seed 0..N-1 (init, scene order, masks); seed i probes "
+        "run i mod N, as it probes random encoder i",
+    )
     p.add_argument("--out", default=str(ROOT / "runs" / "learning"))
-    p.add_argument("--samples", type=int, default=4000,
-                   help="synthetic GeoBench samples per classification task (split 50/25/25: 4000 gives GeoBench's "
-                        "~1000 test samples, one sample 0.1 points; at 1000 the m-so2sat scores of random "
-                        "encoders spread over 4 points)")
-    p.add_argument("--segmentation-samples", type=int, default=200,
-                   help="samples per segmentation task, split 100/50/50 (a 256 px sample holds 65,536 "
-                        "labelled pixels; these probes dominate the CPU time). At 80 (20 valid, 20 test "
-                        "images) valid and test disagreed by up to 13 points and on which encoder won")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=4000,
+        help="synthetic GeoBench samples per classification task (split 50/25/25: 4000 gives GeoBench's "
+        "~1000 test samples, one sample 0.1 points; at 1000 the m-so2sat scores of random "
+        "encoders spread over 4 points)",
+    )
+    p.add_argument(
+        "--segmentation-samples",
+        type=int,
+        default=200,
+        help="samples per segmentation task, split 100/50/50 (a 256 px sample holds 65,536 "
+        "labelled pixels; these probes dominate the CPU time). At 80 (20 valid, 20 test "
+        "images) valid and test disagreed by up to 13 points and on which encoder won",
+    )
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--first-seed", type=int, default=0,
-                   help="seeds are FIRST..FIRST+N-1 (pretraining runs, random encoders and probe heads alike), "
-                        "so that a later run adds pairs to an earlier one's instead of repeating them")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds are FIRST..FIRST+N-1 (pretraining runs, random encoders and probe heads alike), "
+        "so that a later run adds pairs to an earlier one's instead of repeating them",
+    )
     p.add_argument("--tasks", default="all")
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="eval-config override after EVAL_DEFAULTS, e.g. linear.epochs=30 (repeatable; at 30 "
-                        "epochs the probes underfit m-bigearthnet)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="eval-config override after EVAL_DEFAULTS, e.g. linear.epochs=30 (repeatable; at 30 "
+        "epochs the probes underfit m-bigearthnet)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads for pretraining and probing")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="pretrain and probe here (cuda: optim.precision fp32 unless --pretrain-set sets it)")
-    p.add_argument("--pretrain-only", action="store_true",
-                   help="pretrain the seeds, print their budget and stop (probe later with --checkpoint)")
-    p.add_argument("--benchmark", default=None, metavar="DIR",
-                   help="probe this GeoBench directory (written once for several runs by write_geobench "
-                        "with the same --samples / --segmentation-samples) instead of writing OUT/geobench")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="pretrain and probe here (cuda: optim.precision fp32 unless --pretrain-set sets it)",
+    )
+    p.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="pretrain the seeds, print their budget and stop (probe later with --checkpoint)",
+    )
+    p.add_argument(
+        "--benchmark",
+        default=None,
+        metavar="DIR",
+        help="probe this GeoBench directory (written once for several runs by write_geobench "
+        "with the same --samples / --segmentation-samples) instead of writing OUT/geobench",
+    )
     args = p.parse_args(argv)
     if args.pretrain_only and args.checkpoint:
         p.error("--pretrain-only pretrains; --checkpoint skips pretraining: give one of them")
@@ -142,8 +187,7 @@ def pretrain(args: argparse.Namespace, out: Path, seed: int) -> tuple[Path, dict
         # stretch the epochs so that the lr / EMA schedules end at the budget instead of being cut
         cfg = load_config(args.config, dict(parse_override(t) for t in args.pretrain_set))
         per_epoch = steps_per_epoch(cfg, cfg.data.synthetic_pairs)
-        cmd += ["--set", f"optim.epochs={math.ceil(args.max_steps / per_epoch)}",
-                "--max-steps", str(args.max_steps)]
+        cmd += ["--set", f"optim.epochs={math.ceil(args.max_steps / per_epoch)}", "--max-steps", str(args.max_steps)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     t0 = time.time()
@@ -165,10 +209,14 @@ def pretrained_encoders(args: argparse.Namespace, out: Path) -> tuple[list[Path]
         return paths, {"pretrain_steps": None, "pretrain_seconds": None}
     if args.pretrain_seeds < 1:
         raise SystemExit(f"--pretrain-seeds {args.pretrain_seeds}: at least one pretraining run is needed")
-    runs = [pretrain(args, out / f"pretrain_seed{seed}", seed)
-            for seed in range(args.first_seed, args.first_seed + args.pretrain_seeds)]
-    return [path for path, _ in runs], {"pretrain_steps": runs[0][1]["steps"],
-                                        "pretrain_seconds": [budget["seconds"] for _, budget in runs]}
+    runs = [
+        pretrain(args, out / f"pretrain_seed{seed}", seed)
+        for seed in range(args.first_seed, args.first_seed + args.pretrain_seeds)
+    ]
+    return [path for path, _ in runs], {
+        "pretrain_steps": runs[0][1]["steps"],
+        "pretrain_seconds": [budget["seconds"] for _, budget in runs],
+    }
 
 
 def write_geobench(bench: Path, tasks: list[str], samples: int, segmentation_samples: int | None) -> None:
@@ -194,8 +242,13 @@ def paired_deltas(records: list[dict], task: str) -> list[float | None]:
     `torch.manual_seed(i)`), so each difference is what pretraining changed in that draw; None
     where either probe failed."""
     pairs = paired_scores(records).get(task, {})
-    seeds = sorted({r["seed"] for r in records if r["task"] == task and r.get("status") == "ok"
-                    and r["encoder"] in ("checkpoint", "random-init")})
+    seeds = sorted(
+        {
+            r["seed"]
+            for r in records
+            if r["task"] == task and r.get("status") == "ok" and r["encoder"] in ("checkpoint", "random-init")
+        }
+    )
     return [round(pairs[s][0] - pairs[s][1], 2) if s in pairs else None for s in seeds]
 
 
@@ -203,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         import torch
+
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,12 +272,23 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 GeoBenchTask(args.benchmark, task)
             except GeoBenchFormatError as exc:
-                raise SystemExit(f"--benchmark {args.benchmark}: {exc} (write it with "
-                                 "bench.learning.write_geobench, as bench/learning_gpu.sh does)") from None
+                raise SystemExit(
+                    f"--benchmark {args.benchmark}: {exc} (write it with "
+                    "bench.learning.write_geobench, as bench/learning_gpu.sh does)"
+                ) from None
     checkpoints, budget = pretrained_encoders(args, out)
     if args.pretrain_only:
-        print(json.dumps({"pretrained": [str(c) for c in checkpoints], "first_seed": args.first_seed,
-                          "device": args.device, **budget}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "pretrained": [str(c) for c in checkpoints],
+                    "first_seed": args.first_seed,
+                    "device": args.device,
+                    **budget,
+                }
+            ),
+            flush=True,
+        )
         return 0
     t0 = time.time()
     bench = Path(args.benchmark) if args.benchmark else out / "geobench"
@@ -240,10 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint = str(checkpoint_for(seed, args.first_seed, checkpoints))
                 key = (checkpoint if encoder == "checkpoint" else None, source)
                 if key not in extracted:
-                    extracted[key] = run_extract(EvalJob(task, "linear", source, encoder, checkpoint,
-                                                         str(bench), config, args.config, args.device))
-                job = EvalJob(task, "linear", seed, encoder, checkpoint, str(bench), config, args.config,
-                              args.device)
+                    extracted[key] = run_extract(
+                        EvalJob(
+                            task, "linear", source, encoder, checkpoint, str(bench), config, args.config, args.device
+                        )
+                    )
+                job = EvalJob(task, "linear", seed, encoder, checkpoint, str(bench), config, args.config, args.device)
                 records.append(run_linear(job, extracted[key]))
     eval_seconds = time.time() - t0
 
@@ -254,14 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         pre = summary["checkpoint"]["linear"][task]
         rnd = summary["random-init"]["linear"][task]
-        random_tests = [r["test"] for r in records if r["task"] == task and r["encoder"] == "random-init"
-                        and r.get("status") == "ok"]
-        row = {"task": task, "metric": TASKS[task].metric, "pretrained": pre["mean"], "pretrained_std": pre["std"],
-               "random": rnd["mean"], "random_std": rnd["std"], "random_max": max(random_tests, default=None),
-               "seeds": pre["n"],
-               # probes whose chosen lr is the grid's largest: the grid may be too narrow
-               "lr_at_grid_top": sum(r.get("lr") == top_lr[task] for r in records
-                                     if r["task"] == task and r.get("status") == "ok")}
+        random_tests = [
+            r["test"]
+            for r in records
+            if r["task"] == task and r["encoder"] == "random-init" and r.get("status") == "ok"
+        ]
+        row = {
+            "task": task,
+            "metric": TASKS[task].metric,
+            "pretrained": pre["mean"],
+            "pretrained_std": pre["std"],
+            "random": rnd["mean"],
+            "random_std": rnd["std"],
+            "random_max": max(random_tests, default=None),
+            "seeds": pre["n"],
+            # probes whose chosen lr is the grid's largest: the grid may be too narrow
+            "lr_at_grid_top": sum(
+                r.get("lr") == top_lr[task] for r in records if r["task"] == task and r.get("status") == "ok"
+            ),
+        }
         row["paired_deltas"] = paired_deltas(records, task)
         complete = [d for d in row["paired_deltas"] if d is not None]
         # exact two-sided sign-flip p of the paired differences; 3 pairs cannot go below 0.25
@@ -275,24 +353,44 @@ def main(argv: list[str] | None = None) -> int:
             row["delta"] = None
             row["errors"] = pre["errors"] + rnd["errors"]
         print(json.dumps(row), flush=True)
-    paths = write_report(out / "eval", records, {"checkpoints": [str(c) for c in checkpoints],
-                                                  "benchmark_dir": str(bench), "eval_config": config, **budget},
-                         {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"})
-    print(json.dumps({"summary": True, "config": args.config,
-                      "pretrain_set": None if args.checkpoint else args.pretrain_set,
-                      "pretrained_encoders": len(checkpoints), **budget,
-                      "samples_per_task": args.samples,
-                      "segmentation_samples_per_task": args.segmentation_samples or args.samples,
-                      "seeds": args.seeds, "first_seed": args.first_seed, "device": args.device,
-                      "eval_set": EVAL_DEFAULTS + args.set, "tasks": len(tasks),
-                      "tasks_improved": sum(d > 0 for d in deltas), "tasks_above_every_random_encoder": beats,
-                      "random_init_seed": config["run"]["random_init_seed"],
-                      # pretraining run i started from random encoder i: paired_deltas compare like with like
-                      "shared_init": (not args.checkpoint and args.pretrain_seeds == args.seeds
-                                      and config["run"]["random_init_seed"] is None),
-                      "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
-                      "synth_seconds": round(synth_seconds, 1), "eval_seconds": round(eval_seconds, 1),
-                      "table": paths["table"]}), flush=True)
+    paths = write_report(
+        out / "eval",
+        records,
+        {"checkpoints": [str(c) for c in checkpoints], "benchmark_dir": str(bench), "eval_config": config, **budget},
+        {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"},
+    )
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "config": args.config,
+                "pretrain_set": None if args.checkpoint else args.pretrain_set,
+                "pretrained_encoders": len(checkpoints),
+                **budget,
+                "samples_per_task": args.samples,
+                "segmentation_samples_per_task": args.segmentation_samples or args.samples,
+                "seeds": args.seeds,
+                "first_seed": args.first_seed,
+                "device": args.device,
+                "eval_set": EVAL_DEFAULTS + args.set,
+                "tasks": len(tasks),
+                "tasks_improved": sum(d > 0 for d in deltas),
+                "tasks_above_every_random_encoder": beats,
+                "random_init_seed": config["run"]["random_init_seed"],
+                # pretraining run i started from random encoder i: paired_deltas compare like with like
+                "shared_init": (
+                    not args.checkpoint
+                    and args.pretrain_seeds == args.seeds
+                    and config["run"]["random_init_seed"] is None
+                ),
+                "mean_delta": round(sum(deltas) / len(deltas), 3) if deltas else None,
+                "synth_seconds": round(synth_seconds, 1),
+                "eval_seconds": round(eval_seconds, 1),
+                "table": paths["table"],
+            }
+        ),
+        flush=True,
+    )
     return 0 if len(deltas) == len(tasks) else 1
 
 

@@ -59,8 +59,10 @@ def pool(runs: list[tuple[str, list[dict]]]) -> dict[str, dict[int, tuple[float,
         for task, pairs in paired_scores(records).items():
             for seed, pair in pairs.items():
                 if (task, seed) in origin:
-                    raise ValueError(f"{task} seed {seed} is in both {origin[task, seed]} and {name}: "
-                                     "pooling it twice would count one pair as two")
+                    raise ValueError(
+                        f"{task} seed {seed} is in both {origin[task, seed]} and {name}: "
+                        "pooling it twice would count one pair as two"
+                    )
                 origin[task, seed] = name
                 pooled.setdefault(task, {})[seed] = pair
     return pooled
@@ -92,11 +94,11 @@ def sign_flip_p(deltas: list[float]) -> float:
     if observed <= 0:
         return 1.0  # a zero sum: every assignment is as extreme
     first = _subset_sums(list(deltas[: n // 2]))
-    second = np.sort(_subset_sums(list(deltas[n // 2:])))
+    second = np.sort(_subset_sums(list(deltas[n // 2 :])))
     low, high = (total - observed) / 2, (total + observed) / 2  # disjoint: observed > 0
     below = np.searchsorted(second, low - first, side="right")
     above = len(second) - np.searchsorted(second, high - first, side="left")
-    return int(below.sum() + above.sum()) / 2 ** n
+    return int(below.sum() + above.sum()) / 2**n
 
 
 def task_stats(task: str, pairs: dict[int, tuple[float, float]]) -> dict:
@@ -106,14 +108,22 @@ def task_stats(task: str, pairs: dict[int, tuple[float, float]]) -> dict:
     mean = sum(deltas) / n
     std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (n - 1)) if n > 1 else float("nan")
     t = mean / (std / math.sqrt(n)) if n > 1 and std > 0 else float("nan")
-    return {"task": task, "n": n, "seeds": seeds, "mean_delta": round(mean, 3), "std": round(std, 3),
-            "t": round(t, 2), "p_sign_flip": float(f"{sign_flip_p(deltas):.3g}"),  # 3 significant digits: p can be 1e-5
-            "wins": sum(d > 0 for d in deltas), "losses": sum(d < 0 for d in deltas),
-            "ties": sum(d == 0 for d in deltas),
-            "pretrained_mean": round(sum(pairs[s][0] for s in seeds) / n, 3),
-            "random_mean": round(sum(pairs[s][1] for s in seeds) / n, 3),
-            "random_max": round(max(pairs[s][1] for s in seeds), 3),
-            "deltas": [round(d, 2) for d in deltas]}
+    return {
+        "task": task,
+        "n": n,
+        "seeds": seeds,
+        "mean_delta": round(mean, 3),
+        "std": round(std, 3),
+        "t": round(t, 2),
+        "p_sign_flip": float(f"{sign_flip_p(deltas):.3g}"),  # 3 significant digits: p can be 1e-5
+        "wins": sum(d > 0 for d in deltas),
+        "losses": sum(d < 0 for d in deltas),
+        "ties": sum(d == 0 for d in deltas),
+        "pretrained_mean": round(sum(pairs[s][0] for s in seeds) / n, 3),
+        "random_mean": round(sum(pairs[s][1] for s in seeds) / n, 3),
+        "random_max": round(max(pairs[s][1] for s in seeds), 3),
+        "deltas": [round(d, 2) for d in deltas],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

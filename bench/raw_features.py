@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -30,11 +30,10 @@ from hqjepa.eval.probe import Features, linear_probe  # noqa: E402
 from hqjepa.eval.runner import EvalJob, load_job_encoder, open_splits  # noqa: E402
 from hqjepa.losses.pixel_stats import patchify  # noqa: E402
 
-
 FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {  # (scenes, patch size) -> features
     "band_mean": lambda x, patch: x.mean(dim=(2, 3)),
     "band_mean_std": lambda x, patch: torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1),
-    "patch_mean": lambda x, patch: patchify(x, patch).flatten(2).mean(1),   # [B, C*P*P]
+    "patch_mean": lambda x, patch: patchify(x, patch).flatten(2).mean(1),  # [B, C*P*P]
 }
 
 
@@ -60,11 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in FEATURES.items():
         xs = {split: torch.cat([fn(x, encoder.patch_size) for x, _ in batches]) for split, batches in pixels.items()}
         feats = Features(task.info.kind, task.n_classes, xs, ys, None)
-        tests = [linear_probe(feats, tuple(lin.lrs), lin.epochs, lin.weight_decay, lin.batch_size, seed)["test"]
-                 for seed in range(args.seeds)]
-        print(json.dumps({"task": args.task, "features": name, "dim": int(xs["train"].shape[1]),
-                          "tests": [round(t, 2) for t in tests], "test": round(sum(tests) / len(tests), 2)}),
-              flush=True)
+        tests = [
+            linear_probe(feats, tuple(lin.lrs), lin.epochs, lin.weight_decay, lin.batch_size, seed)["test"]
+            for seed in range(args.seeds)
+        ]
+        print(
+            json.dumps(
+                {
+                    "task": args.task,
+                    "features": name,
+                    "dim": int(xs["train"].shape[1]),
+                    "tests": [round(t, 2) for t in tests],
+                    "test": round(sum(tests) / len(tests), 2),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -39,14 +39,24 @@ def _rss_bytes() -> int:
 
 def _inputs(a):
     import torch
+
     g = torch.Generator().manual_seed(0)
     b, d, n, L = a.batch, a.d_inner, a.d_state, a.seqlen
 
     def r(*s, scale=1.0):
         return (torch.randn(*s, generator=g) * scale).requires_grad_()
+
     A = (-torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1)).requires_grad_()  # S4D-real init
-    return dict(u=r(b, d, L), delta=r(b, d, L, scale=0.5), A=A, B=r(b, n, L), C=r(b, n, L),
-                D=r(d), z=r(b, d, L), delta_bias=r(d, scale=0.5))
+    return dict(
+        u=r(b, d, L),
+        delta=r(b, d, L, scale=0.5),
+        A=A,
+        B=r(b, n, L),
+        C=r(b, n, L),
+        D=r(d),
+        z=r(b, d, L),
+        delta_bias=r(d, scale=0.5),
+    )
 
 
 def _mambapy_fn():
@@ -56,32 +66,38 @@ def _mambapy_fn():
     from mambapy.pscan import pscan
 
     def run(u, delta, A, B, C, D, z, delta_bias):
-        delta = F.softplus(delta + delta_bias[:, None]).transpose(1, 2)      # (B, L, ED)
+        delta = F.softplus(delta + delta_bias[:, None]).transpose(1, 2)  # (B, L, ED)
         x = u.transpose(1, 2)
-        deltaA = torch.exp(delta.unsqueeze(-1) * A)                           # (B, L, ED, N)
+        deltaA = torch.exp(delta.unsqueeze(-1) * A)  # (B, L, ED, N)
         BX = delta.unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2) * x.unsqueeze(-1)
         hs = pscan(deltaA, BX)
-        y = (hs @ C.transpose(1, 2).unsqueeze(-1)).squeeze(3) + D * x         # (B, L, ED)
+        y = (hs @ C.transpose(1, 2).unsqueeze(-1)).squeeze(3) + D * x  # (B, L, ED)
         return (y * F.silu(z.transpose(1, 2))).transpose(1, 2)
+
     return run
 
 
 def worker(a) -> dict:
     import torch
+
     torch.set_num_threads(a.threads or torch.get_num_threads())
     sys.path.insert(0, ROOT)
     from hqjepa.models.selective_scan import selective_scan, selective_scan_sequential
+
     if a.variant == "mambapy":
         try:
             fn = _mambapy_fn()
         except ImportError as e:
             return {"variant": "mambapy", "skipped": f"mambapy not importable ({e})"}
     elif a.variant == "chunked":
+
         def fn(**kw):
             return selective_scan(**kw, delta_softplus=True, chunk_size=a.chunk_size)
     else:
+
         def fn(**kw):
             return selective_scan_sequential(**kw, delta_softplus=True)
+
     kw = _inputs(a)
     leaves = list(kw.values())
     gy = torch.randn(a.batch, a.d_inner, a.seqlen, generator=torch.Generator().manual_seed(1))
@@ -119,7 +135,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--chunk-size", type=int, default=None, help="chunked scan's chunk (default ~sqrt(L))")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--variant", help=argparse.SUPPRESS)        # internal: run one variant here
+    p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant here
     a = p.parse_args()
     if a.variant:
         print(json.dumps(worker(a)))
@@ -131,8 +147,9 @@ def main() -> int:
     for _ in range(a.rounds):
         for v in variants:
             args = [sys.executable, os.path.abspath(__file__), "--variant", v] + [
-                f"--{k.replace('_', '-')}={getattr(a, k)}" for k in
-                ("batch", "d_inner", "d_state", "seqlen", "repeats", "threads")]
+                f"--{k.replace('_', '-')}={getattr(a, k)}"
+                for k in ("batch", "d_inner", "d_state", "seqlen", "repeats", "threads")
+            ]
             if a.chunk_size:
                 args.append(f"--chunk-size={a.chunk_size}")
             out = subprocess.run(args, capture_output=True, text=True)
@@ -143,15 +160,25 @@ def main() -> int:
     res = {}
     for v in variants:
         ok = [r for r in runs[v] if "wall_s" in r]
-        line = {"variant": v, "batch": a.batch, "d_inner": a.d_inner, "d_state": a.d_state,
-                "seqlen": a.seqlen, "threads": a.threads or "default"}
+        line = {
+            "variant": v,
+            "batch": a.batch,
+            "d_inner": a.d_inner,
+            "d_state": a.d_state,
+            "seqlen": a.seqlen,
+            "threads": a.threads or "default",
+        }
         if not ok:
             line.update(runs[v][0])
         else:
             wall = [t for r in ok for t in r["wall_s"]]
-            line.update(fwd_bwd_s=round(min(wall), 4), fwd_bwd_median_s=round(statistics.median(wall), 4),
-                        cpu_s=round(min(t for r in ok for t in r["cpu_s"]), 4),
-                        peak_mem_mib=min(r["peak_mem_mib"] for r in ok), runs=len(wall))
+            line.update(
+                fwd_bwd_s=round(min(wall), 4),
+                fwd_bwd_median_s=round(statistics.median(wall), 4),
+                cpu_s=round(min(t for r in ok for t in r["cpu_s"]), 4),
+                peak_mem_mib=min(r["peak_mem_mib"] for r in ok),
+                runs=len(wall),
+            )
         res[v] = line
         print(json.dumps(line), flush=True)
     ours = res.get("chunked", {})

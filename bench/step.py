@@ -40,14 +40,13 @@ from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
 VARIANTS = {
     "bare": {"loss.w_cm": 0.0, "loss.w_sig": 0.0, "loss.w_fqs": 0.0},
     "+cm": {"loss.w_sig": 0.0, "loss.w_fqs": 0.0},
-    "+sig": {"loss.w_fqs": 0.0},     # = the full objective without FQS
+    "+sig": {"loss.w_fqs": 0.0},  # = the full objective without FQS
     "full": {},
     "gradnorm": {"loss.weighting": "gradnorm"},  # full, weights from per-term gradient norms (one partial
-}                                                # backward per term to the context tokens each step)
+}  # backward per term to the context tokens each step)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
-                repeats: int = 5) -> float:
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
     """Best FLOP/s of an n x n matmul in `dtype` on this device."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
@@ -63,6 +62,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
 def _scan_backend(backend: str, device: torch.device) -> str:
     """Which selective scan the step ran: upstream's CUDA kernels or our PyTorch scan."""
     from hqjepa.models.mamba import _cuda_kernels
+
     if backend == "auto":
         return "cuda" if device.type == "cuda" and not isinstance(_cuda_kernels(), str) else "torch"
     return backend
@@ -85,7 +85,7 @@ def scan_flops(cfg, batch: torch.Tensor, n_ctx: float) -> float:
     the student runs on the context tokens, the teacher (forward only) on the full grid."""
     m = cfg.model
     d_inner = m.expand * m.embed_dim
-    per_token = 6 * d_inner * m.d_state * 2 * m.n_mamba   # both directions, all Mamba blocks
+    per_token = 6 * d_inner * m.d_state * 2 * m.n_mamba  # both directions, all Mamba blocks
     b = batch.shape[0]
     return b * (3 * per_token * n_ctx + per_token * m.grid**2)
 
@@ -97,10 +97,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override for every variant, e.g. model.mamba_backend=cuda (repeatable)")
-    p.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "gradnorm"),
-                   help="subset to time; the summary's shares need bare, +cm, +sig and full")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="config override for every variant, e.g. model.mamba_backend=cuda (repeatable)",
+    )
+    p.add_argument(
+        "--variants",
+        default=",".join(v for v in VARIANTS if v != "gradnorm"),
+        help="subset to time; the summary's shares need bare, +cm, +sig and full",
+    )
     args = p.parse_args()
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
@@ -114,8 +122,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     masks = sample_masks(bsz, base.model.grid, base.mask, g)
     size = base.model.image_size
-    batch = {"s2": torch.randn(bsz, len(base.model.s2_bands), size, size, generator=g),
-             "s1": torch.randn(bsz, len(base.model.s1_bands), size, size, generator=g), **masks.as_dict()}
+    batch = {
+        "s2": torch.randn(bsz, len(base.model.s2_bands), size, size, generator=g),
+        "s1": torch.randn(bsz, len(base.model.s1_bands), size, size, generator=g),
+        **masks.as_dict(),
+    }
     batch = {k: v.to(device) for k, v in batch.items()}
 
     trainers = {}
@@ -143,13 +154,29 @@ def main() -> None:
     peak_dtype = full.autocast_dtype or torch.float32
     peak = matmul_peak(device, peak_dtype, n=8192 if device.type == "cuda" else 2048)
 
-    common = {"config": args.config, "batch": bsz, "device": _device_name(device), "threads": torch.get_num_threads(),
-              "precision": str(peak_dtype).removeprefix("torch."), "overrides": args.set,
-              "mamba_backend": _scan_backend(full.cfg.model.mamba_backend, device)}
+    common = {
+        "config": args.config,
+        "batch": bsz,
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "precision": str(peak_dtype).removeprefix("torch."),
+        "overrides": args.set,
+        "mamba_backend": _scan_backend(full.cfg.model.mamba_backend, device),
+    }
     for name in names:
         params = sum(p.numel() for p in trainers[name].core.parameters() if p.requires_grad)
-        print(json.dumps({"bench": "step", "variant": name, **common, "median_s": round(med[name], 4),
-                          "samples_per_s": round(bsz / med[name], 2), "trainable_params": params}))
+        print(
+            json.dumps(
+                {
+                    "bench": "step",
+                    "variant": name,
+                    **common,
+                    "median_s": round(med[name], 4),
+                    "samples_per_s": round(bsz / med[name], 2),
+                    "trainable_params": params,
+                }
+            )
+        )
     achieved = flops_step / med["full"]
     shares = {}
     if "bare" in med:
@@ -159,14 +186,25 @@ def main() -> None:
     if "gradnorm" in med:
         shares.update(gradnorm_over_full=round(med["gradnorm"] / med["full"], 3))
     if {"bare", "+cm", "+sig"} <= med.keys():
-        shares.update(cm_cost_over_bare=round((med["+cm"] - med["bare"]) / med["bare"], 3),
-                      sig_cost_over_bare=round((med["+sig"] - med["+cm"]) / med["bare"], 3))
-    print(json.dumps({"bench": "step", "summary": True, **common, **shares,
-                      "full_samples_per_s": round(bsz / med["full"], 2),
-                      "model_gflop_per_sample": round(flops_step / bsz / 1e9, 3),
-                      "achieved_gflop_per_s": round(achieved / 1e9, 2),
-                      "matmul_peak_gflop_per_s": round(peak / 1e9, 2),
-                      "fraction_of_matmul_peak": round(achieved / peak, 4)}))
+        shares.update(
+            cm_cost_over_bare=round((med["+cm"] - med["bare"]) / med["bare"], 3),
+            sig_cost_over_bare=round((med["+sig"] - med["+cm"]) / med["bare"], 3),
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "step",
+                "summary": True,
+                **common,
+                **shares,
+                "full_samples_per_s": round(bsz / med["full"], 2),
+                "model_gflop_per_sample": round(flops_step / bsz / 1e9, 3),
+                "achieved_gflop_per_s": round(achieved / 1e9, 2),
+                "matmul_peak_gflop_per_s": round(peak / 1e9, 2),
+                "fraction_of_matmul_peak": round(achieved / peak, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

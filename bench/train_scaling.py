@@ -70,9 +70,22 @@ def main() -> None:
     results = {}
     for n in args.workers:
         name = f"scaling-{n}w"
-        argv = ["--config", args.config, "--workers", str(n), "--max-steps", str(args.steps),
-                "--storage", str(tmp), "--experiment", name, "--cache-dir", str(ROOT / "runs" / "data"),
-                "--set", f"train.checkpoint_every={args.steps}"]
+        argv = [
+            "--config",
+            args.config,
+            "--workers",
+            str(n),
+            "--max-steps",
+            str(args.steps),
+            "--storage",
+            str(tmp),
+            "--experiment",
+            name,
+            "--cache-dir",
+            str(ROOT / "runs" / "data"),
+            "--set",
+            f"train.checkpoint_every={args.steps}",
+        ]
         if args.gpus_per_worker:
             argv += ["--gpus-per-worker", str(args.gpus_per_worker)]
         for s in args.set:
@@ -80,31 +93,55 @@ def main() -> None:
         pretrain.main(argv)
         rows = read_rows(tmp / name / "metrics.csv")[2:] or read_rows(tmp / name / "metrics.csv")
         per_step = [r["samples"] * n / (r["step_time_s"] + r["data_wait_s"]) for r in rows]
-        results[n] = {"bench": "train_scaling", "workers": n, "config": args.config, "steps": args.steps,
-                      "per_worker_batch": int(rows[0]["samples"]),
-                      "global_samples_per_s": round(statistics.median(per_step), 3),
-                      "data_wait_fraction": round(statistics.fmean(r["data_wait_fraction"] for r in rows), 4),
-                      "step_time_s": round(statistics.median(r["step_time_s"] for r in rows), 3)}
+        results[n] = {
+            "bench": "train_scaling",
+            "workers": n,
+            "config": args.config,
+            "steps": args.steps,
+            "per_worker_batch": int(rows[0]["samples"]),
+            "global_samples_per_s": round(statistics.median(per_step), 3),
+            "data_wait_fraction": round(statistics.fmean(r["data_wait_fraction"] for r in rows), 4),
+            "step_time_s": round(statistics.median(r["step_time_s"] for r in rows), 3),
+        }
         print(json.dumps(results[n]), flush=True)
     if len(results) >= 2:
         lo, hi = min(results), max(results)
-        print(json.dumps({"bench": "train_scaling", "summary": True,
-                          f"speedup_{hi}w_over_{lo}w": round(results[hi]["global_samples_per_s"] /
-                                                             results[lo]["global_samples_per_s"], 3)}))
+        print(
+            json.dumps(
+                {
+                    "bench": "train_scaling",
+                    "summary": True,
+                    f"speedup_{hi}w_over_{lo}w": round(
+                        results[hi]["global_samples_per_s"] / results[lo]["global_samples_per_s"], 3
+                    ),
+                }
+            )
+        )
     if args.gpus_per_worker:
         import torch
+
         fps = flops_per_sample(args.config)
         peak = args.peak_tflops * 1e12 if args.peak_tflops else _bf16_peak()
         for n, r in results.items():
-            print(json.dumps({"bench": "train_scaling", "workers": n, "gflop_per_sample": round(fps / 1e9, 3),
-                              "mfu": round(fps * r["global_samples_per_s"] / (n * peak), 4),
-                              "peak_tflops": round(peak / 1e12, 1), "gpu": torch.cuda.get_device_name(0)}))
+            print(
+                json.dumps(
+                    {
+                        "bench": "train_scaling",
+                        "workers": n,
+                        "gflop_per_sample": round(fps / 1e9, 3),
+                        "mfu": round(fps * r["global_samples_per_s"] / (n * peak), 4),
+                        "peak_tflops": round(peak / 1e12, 1),
+                        "gpu": torch.cuda.get_device_name(0),
+                    }
+                )
+            )
 
 
 def _bf16_peak() -> float:
     import time
 
     import torch
+
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     best = float("inf")
     for _ in range(10):

@@ -8,13 +8,34 @@ over the same 1.2 km x 1.2 km footprint. S1 patches hold VV and VH backscatter i
 from __future__ import annotations
 
 S2_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B11",
+    "B12",
 )
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 
 S2_RESOLUTION_M: dict[str, int] = {
-    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20,
-    "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20,
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
 }
 S1_RESOLUTION_M: dict[str, int] = {"VV": 10, "VH": 10}
 

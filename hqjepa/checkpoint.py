@@ -55,8 +55,9 @@ def _load(path: str | Path, expected_format: str, map_location: str | torch.devi
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...
-        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path} has format {found!r}, expected {expected_format!r}")
@@ -89,9 +90,14 @@ def _load_module_state(path: Path, module: torch.nn.Module, state: dict, what: s
 
 # --- RNG -------------------------------------------------------------------------------------------
 
+
 def rng_state(np_rng: np.random.Generator | None = None) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     if np_rng is not None:
@@ -110,23 +116,35 @@ def set_rng_state(state: dict, np_rng: np.random.Generator | None = None) -> Non
 
 # --- training state --------------------------------------------------------------------------------
 
-def save_training_state(path: str | Path, trainer: Any, extra: dict | None = None,
-                        np_rng: np.random.Generator | None = None) -> None:
+
+def save_training_state(
+    path: str | Path, trainer: Any, extra: dict | None = None, np_rng: np.random.Generator | None = None
+) -> None:
     """Everything needed to continue a run: `trainer.state_dict()`, RNG, config, `extra`."""
-    atomic_save({"format": TRAIN_FORMAT, "config": trainer.cfg.to_dict(), **trainer.state_dict(),
-                 "rng": rng_state(np_rng), "extra": extra or {}}, path)
+    atomic_save(
+        {
+            "format": TRAIN_FORMAT,
+            "config": trainer.cfg.to_dict(),
+            **trainer.state_dict(),
+            "rng": rng_state(np_rng),
+            "extra": extra or {},
+        },
+        path,
+    )
 
 
-def load_training_state(path: str | Path, trainer: Any, np_rng: np.random.Generator | None = None,
-                        restore_rng: bool = True) -> dict:
+def load_training_state(
+    path: str | Path, trainer: Any, np_rng: np.random.Generator | None = None, restore_rng: bool = True
+) -> dict:
     """Restore a trainer (model, optimiser, counters) and RNG in place; returns `extra`."""
     path = Path(path)
     obj = _load(path, TRAIN_FORMAT, map_location=trainer.device)
     check_architecture(path, _config_of(path, obj), trainer.cfg)
     _load_module_state(path, trainer.core, obj["model"], "model")
     try:
-        trainer.load_state_dict({k: obj[k] for k in ("step", "skipped_steps", "consecutive_nonfinite",
-                                                     "model", "optimizer")})
+        trainer.load_state_dict(
+            {k: obj[k] for k in ("step", "skipped_steps", "consecutive_nonfinite", "model", "optimizer")}
+        )
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} does not match the optimiser or counters: {e}") from None
     if restore_rng:
@@ -137,11 +155,11 @@ def load_training_state(path: str | Path, trainer: Any, np_rng: np.random.Genera
 
 # --- encoder export --------------------------------------------------------------------------------
 
+
 def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
     """Write `encoder` as a plain state dict with its config and `extra`, ready for evaluation."""
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    atomic_save({"format": ENCODER_FORMAT, "config": cfg.to_dict(), "encoder": state,
-                 "extra": extra or {}}, path)
+    atomic_save({"format": ENCODER_FORMAT, "config": cfg.to_dict(), "encoder": state, "extra": extra or {}}, path)
 
 
 def export_trained_encoder(path: str | Path, core: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
@@ -151,8 +169,9 @@ def export_trained_encoder(path: str | Path, core: torch.nn.Module, cfg: Config,
     export_encoder(path, getattr(core, which), cfg, {**(extra or {}), "encoder": which})
 
 
-def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
-                 expect: Config | None = None) -> tuple[torch.nn.Module, Config]:
+def load_encoder(
+    path: str | Path, map_location: str | torch.device = "cpu", expect: Config | None = None
+) -> tuple[torch.nn.Module, Config]:
     """Build the encoder a file describes and load its weights. Accepts an encoder export or a
     training-state checkpoint (the encoder its `train.export_encoder` names: teacher by default).
     `expect` refuses a different architecture."""
@@ -171,7 +190,7 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu",
         state = obj["encoder"]
     else:  # a training state: take the encoder train.export_encoder names out of the whole model
         prefix = cfg.train.export_encoder + "."
-        state = {k[len(prefix):]: v for k, v in obj["model"].items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in obj["model"].items() if k.startswith(prefix)}
     if expect is not None:
         check_architecture(path, cfg, expect)
     encoder = build_encoder(cfg.model)

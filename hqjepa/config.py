@@ -32,12 +32,21 @@ class ConfigError(ValueError):
 
 # --- range metadata -------------------------------------------------------------------------------
 
-def _f(default: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-       hi_open: bool = False, choices: tuple | None = None, pair: bool = False, doc: str = "") -> Any:
+
+def _f(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple | None = None,
+    pair: bool = False,
+    doc: str = "",
+) -> Any:
     """A dataclass field with its allowed range (inclusive unless *_open) or set of choices;
     `pair=True` marks a [low, high] range, whose ends must be in order."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "pair": pair,
-            "doc": doc}
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices, "pair": pair, "doc": doc}
     if isinstance(default, (list, dict, tuple)) and not isinstance(default, tuple):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -70,12 +79,14 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
             raise ConfigError(f"{key} = {value!r}: must be a finite number {_range_text(meta)}")
         lo, hi = meta.get("lo"), meta.get("hi")
         bad = (lo is not None and (value <= lo if meta.get("lo_open") else value < lo)) or (
-            hi is not None and (value >= hi if meta.get("hi_open") else value > hi))
+            hi is not None and (value >= hi if meta.get("hi_open") else value > hi)
+        )
         if bad:
             raise ConfigError(f"{key} = {value!r}: must be {_range_text(meta)}")
 
 
 # --- sections ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelConfig:
@@ -87,7 +98,7 @@ class ModelConfig:
     s1_bands: tuple[str, ...] = _f(S1_BANDS)
     embed_dim: int = _f(384, lo=8)
     depth: int = _f(8, lo=1)
-    mamba_layers: Union[int, None] = _f(None, lo=0, doc="default: depth // 2 (first half)")
+    mamba_layers: int | None = _f(None, lo=0, doc="default: depth // 2 (first half)")
     num_heads: int = _f(6, lo=1)
     mlp_ratio: float = _f(4.0, lo=0, lo_open=True)
     d_state: int = _f(16, lo=1)
@@ -131,24 +142,41 @@ class MaskConfig:
 class LossConfig:
     """Objective L = L_pred + w_cm L_cm + w_sig L_sig + w_fqs L_fqs, fixed or adaptive weights."""
 
-    weighting: str = _f("fixed", choices=("fixed", "uncertainty", "dwa", "gradnorm"),
-                        doc="fixed weights (the paper) or an adaptive scheme started from them "
-                            "(losses/weighting.py); gradnorm makes w_i each term's gradient on the encoder "
-                            "relative to L_pred's")
+    weighting: str = _f(
+        "fixed",
+        choices=("fixed", "uncertainty", "dwa", "gradnorm"),
+        doc="fixed weights (the paper) or an adaptive scheme started from them "
+        "(losses/weighting.py); gradnorm makes w_i each term's gradient on the encoder "
+        "relative to L_pred's",
+    )
     w_cm: float = _f(1.0, lo=0)
     w_sig: float = _f(0.05, lo=0)
     w_fqs: float = _f(0.1, lo=0)
     w_sig_ctx: float = _f(0.0, lo=0, doc="SIGReg on the student's context embeddings too; 0 = the paper's objective")
-    sig_ctx_on: str = _f("tokens", choices=("tokens", "pooled"),
-                         doc="what w_sig_ctx regularises: every valid context token, or each sample's mean "
-                             "context token (LeJEPA regularises per-image embeddings)")
-    w_pix: float = _f(0.0, lo=0, doc="also predict each target patch's band means and log-stds (MaskFeat-style "
-                                     "texture target, losses/pixel_stats.py); 0 = the paper's objective")
-    pix_on: str = _f("targets", choices=("targets", "context"),
-                     doc="where w_pix reads: the predictor's target tokens (predict from context) or the "
-                         "student's own context tokens (describe the patch it sees)")
-    target_blocks: int = _f(1, lo=1, doc="prediction targets: the teacher's last block (1, I-JEPA) or the mean of "
-                                          "its last K blocks' layer-normed tokens (data2vec)")
+    sig_ctx_on: str = _f(
+        "tokens",
+        choices=("tokens", "pooled"),
+        doc="what w_sig_ctx regularises: every valid context token, or each sample's mean "
+        "context token (LeJEPA regularises per-image embeddings)",
+    )
+    w_pix: float = _f(
+        0.0,
+        lo=0,
+        doc="also predict each target patch's band means and log-stds (MaskFeat-style "
+        "texture target, losses/pixel_stats.py); 0 = the paper's objective",
+    )
+    pix_on: str = _f(
+        "targets",
+        choices=("targets", "context"),
+        doc="where w_pix reads: the predictor's target tokens (predict from context) or the "
+        "student's own context tokens (describe the patch it sees)",
+    )
+    target_blocks: int = _f(
+        1,
+        lo=1,
+        doc="prediction targets: the teacher's last block (1, I-JEPA) or the mean of "
+        "its last K blocks' layer-normed tokens (data2vec)",
+    )
     smooth_l1_beta: float = _f(1.0, lo=0, lo_open=True)
     cm_loss: str = _f("smooth_l1", choices=("smooth_l1", "mse"))
     sigreg_slices: int = _f(256, lo=1)
@@ -185,10 +213,10 @@ class DataConfig:
     """Where pairs come from: a synthetic generator or converted Parquet shards."""
 
     source: str = _f("synthetic", choices=("synthetic", "shards"))
-    shards: Union[str, None] = _f(None, doc="directory of Parquet shards with _manifest.json")
+    shards: str | None = _f(None, doc="directory of Parquet shards with _manifest.json")
     synthetic_pairs: int = _f(512, lo=1)
     synthetic_classes: int = _f(6, lo=1, hi=19, doc="land-cover classes drawn per scene, at most")
-    split: Union[str, None] = _f("train", doc="manifest split to train on; null = every row")
+    split: str | None = _f("train", doc="manifest split to train on; null = every row")
     shuffle_buffer: int = _f(256, lo=0, doc="rows in Ray Data's local shuffle buffer (0: no shuffle)")
     loader_workers: int = _f(0, lo=0)
     deterministic: bool = _f(True, doc="fixed data order per (seed, epoch): exact resume, slower streaming")
@@ -199,15 +227,17 @@ class DataConfig:
 class TrainConfig:
     """Run length and bookkeeping."""
 
-    max_steps: Union[int, None] = _f(None, lo=1, doc="stop after this many optimiser steps")
-    steps_per_epoch: Union[int, None] = _f(None, lo=1, doc="default: pairs // global batch")
+    max_steps: int | None = _f(None, lo=1, doc="stop after this many optimiser steps")
+    steps_per_epoch: int | None = _f(None, lo=1, doc="default: pairs // global batch")
     report_every: int = _f(1, lo=1, doc="steps between ray.train.report calls (CSV/TensorBoard log every step)")
     checkpoint_every: int = _f(50, lo=1)
     keep_checkpoints: int = _f(2, lo=1)
-    fail_at_step: Union[int, None] = _f(None, lo=0, doc="fault injection: raise at this step once")
-    export_encoder: str = _f("teacher", choices=("teacher", "student"),
-                             doc="encoder written to export.pt: the EMA target encoder (I-JEPA evaluates it) "
-                                 "or the student context encoder")
+    fail_at_step: int | None = _f(None, lo=0, doc="fault injection: raise at this step once")
+    export_encoder: str = _f(
+        "teacher",
+        choices=("teacher", "student"),
+        doc="encoder written to export.pt: the EMA target encoder (I-JEPA evaluates it) or the student context encoder",
+    )
 
 
 @dataclass
@@ -227,6 +257,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
 # --- conversion -------------------------------------------------------------------------------------
+
 
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
@@ -295,8 +326,9 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} = {value!r}: must be a string" +
-                              (f", {_range_text(meta)}" if meta.get("choices") else ""))
+            raise ConfigError(
+                f"{key} = {value!r}: must be a string" + (f", {_range_text(meta)}" if meta.get("choices") else "")
+            )
         _check_range(key, value, meta)
         return value
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - programming error
@@ -321,16 +353,17 @@ def _build_section(name: str, cls: type, values: Any) -> Any:
 def _check_cross_field(cfg: Config) -> None:
     m, k = cfg.model, cfg.mask
     if m.image_size % m.patch_size:
-        raise ConfigError(f"model.image_size = {m.image_size}: must be a multiple of model.patch_size "
-                          f"({m.patch_size})")
+        raise ConfigError(f"model.image_size = {m.image_size}: must be a multiple of model.patch_size ({m.patch_size})")
     if m.n_mamba > m.depth:
         raise ConfigError(f"model.mamba_layers = {m.mamba_layers}: must be in [0, model.depth={m.depth}]")
     if cfg.loss.target_blocks > m.depth:
         raise ConfigError(f"loss.target_blocks = {cfg.loss.target_blocks}: must be in [1, model.depth={m.depth}]")
-    for key, dim, heads in (("model.embed_dim", m.embed_dim, m.num_heads),
-                            ("model.predictor_embed_dim", m.predictor_embed_dim, m.predictor_heads),
-                            ("model.s1_embed_dim", m.s1_embed_dim, m.s1_heads),
-                            ("model.embed_dim", m.embed_dim, m.fusion_heads)):
+    for key, dim, heads in (
+        ("model.embed_dim", m.embed_dim, m.num_heads),
+        ("model.predictor_embed_dim", m.predictor_embed_dim, m.predictor_heads),
+        ("model.s1_embed_dim", m.s1_embed_dim, m.s1_heads),
+        ("model.embed_dim", m.embed_dim, m.fusion_heads),
+    ):
         if dim % heads:
             raise ConfigError(f"{key} = {dim}: must be divisible by its number of heads ({heads})")
     for key, bands, known in (("model.s2_bands", m.s2_bands, S2_BANDS), ("model.s1_bands", m.s1_bands, S1_BANDS)):
@@ -343,8 +376,9 @@ def _check_cross_field(cfg: Config) -> None:
     if cfg.data.source == "shards" and not cfg.data.shards:
         raise ConfigError("data.shards = null: must name a shard directory when data.source is 'shards'")
     if cfg.optim.warmup_epochs > cfg.optim.epochs:
-        raise ConfigError(f"optim.warmup_epochs = {cfg.optim.warmup_epochs}: must be in "
-                          f"[0, optim.epochs={cfg.optim.epochs}]")
+        raise ConfigError(
+            f"optim.warmup_epochs = {cfg.optim.warmup_epochs}: must be in [0, optim.epochs={cfg.optim.epochs}]"
+        )
 
 
 def config_from_dict(raw: Any) -> Config:

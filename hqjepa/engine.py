@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -61,8 +61,10 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if _no_decay(name, p, no_wd) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay, "apply_wd": True},
-              {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay, "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
     fused = torch.cuda.is_available() and all(p.is_cuda for p in decay + no_decay)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=fused or None)
 
@@ -95,8 +97,9 @@ class Trainer:
     # --- schedules ---------------------------------------------------------------------------
     def lr(self, step: int | None = None) -> float:
         o = self.cfg.optim
-        return warmup_cosine(self.step if step is None else step, self.total_steps, self.warmup_steps,
-                             o.start_lr, o.lr, o.final_lr)
+        return warmup_cosine(
+            self.step if step is None else step, self.total_steps, self.warmup_steps, o.start_lr, o.lr, o.final_lr
+        )
 
     def weight_decay(self, step: int | None = None) -> float:
         o = self.cfg.optim
@@ -144,8 +147,7 @@ class Trainer:
                 loss = out.total.float()
                 finite &= bool(torch.isfinite(loss))
                 (loss / n).backward()
-            for k, v in {"loss": loss, **{f"loss_{t}": v for t, v in out.terms.items()},
-                         **out.diagnostics}.items():
+            for k, v in {"loss": loss, **{f"loss_{t}": v for t, v in out.terms.items()}, **out.diagnostics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / n
 
         if self.cfg.optim.grad_clip > 0:
@@ -168,7 +170,8 @@ class Trainer:
                     f"stopping at step {self.step}: the loss or its gradient was non-finite for "
                     f"{self.consecutive_nonfinite} steps in a row (loss.max_nonfinite_steps="
                     f"{self.cfg.loss.max_nonfinite_steps}); last terms: "
-                    + ", ".join(f"{k}={v:.4g}" for k, v in sums.items()))
+                    + ", ".join(f"{k}={v:.4g}" for k, v in sums.items())
+                )
         self.step += 1
         if _distributed():  # log the global batch's losses, not this rank's share
             keys = sorted(sums)
@@ -176,16 +179,28 @@ class Trainer:
             dist.all_reduce(vec, op=dist.ReduceOp.SUM)
             sums = dict(zip(keys, (vec / dist.get_world_size()).tolist()))
         weights = self.core.weighting.weights()
-        return {**sums, **{f"w_{k}": v for k, v in weights.items()},
-                "lr": lr, "weight_decay": wd, "ema_momentum": momentum, "grad_norm": float(grad_norm),
-                "skipped_steps": float(self.skipped_steps), "step_skipped": float(not bool(ok)),
-                "samples": float(samples), "step_time_s": time.perf_counter() - t0}
+        return {
+            **sums,
+            **{f"w_{k}": v for k, v in weights.items()},
+            "lr": lr,
+            "weight_decay": wd,
+            "ema_momentum": momentum,
+            "grad_norm": float(grad_norm),
+            "skipped_steps": float(self.skipped_steps),
+            "step_skipped": float(not bool(ok)),
+            "samples": float(samples),
+            "step_time_s": time.perf_counter() - t0,
+        }
 
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"step": self.step, "skipped_steps": self.skipped_steps,
-                "consecutive_nonfinite": self.consecutive_nonfinite,
-                "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "step": self.step,
+            "skipped_steps": self.skipped_steps,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.core.load_state_dict(state["model"])

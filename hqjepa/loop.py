@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -49,9 +49,13 @@ class FaultInjector:
         raise InjectedFault(f"fault injected at step {step} (train.fail_at_step / HQJEPA_FAIL_AT_STEP)")
 
 
-def run_steps(trainer: Trainer, epoch_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
-              max_steps: int, on_step: Callable[[dict[str, float]], None],
-              fault: FaultInjector | None = None) -> None:
+def run_steps(
+    trainer: Trainer,
+    epoch_batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+    max_steps: int,
+    on_step: Callable[[dict[str, float]], None],
+    fault: FaultInjector | None = None,
+) -> None:
     """Train until `trainer.step == max_steps` (see module docstring)."""
     acc = trainer.cfg.optim.accumulation
     spe = trainer.steps_per_epoch
@@ -62,8 +66,10 @@ def run_steps(trainer: Trainer, epoch_batches: Callable[[int], Iterable[dict[str
             for _ in range(offset * acc):
                 next(it)
         except StopIteration:
-            raise RuntimeError(f"epoch {epoch} has fewer than {offset * acc} micro-batches to skip on resume; "
-                               f"steps_per_epoch={spe} does not match the data") from None
+            raise RuntimeError(
+                f"epoch {epoch} has fewer than {offset * acc} micro-batches to skip on resume; "
+                f"steps_per_epoch={spe} does not match the data"
+            ) from None
         for _ in range(offset, spe):
             if trainer.step >= max_steps:
                 return
@@ -73,16 +79,21 @@ def run_steps(trainer: Trainer, epoch_batches: Callable[[int], Iterable[dict[str
             except StopIteration:
                 raise RuntimeError(
                     f"epoch {epoch} ran out of data after {trainer.step - epoch * spe} of {spe} steps; "
-                    "steps_per_epoch does not match the data source") from None
+                    "steps_per_epoch does not match the data source"
+                ) from None
             wait = time.perf_counter() - t0
             if fault is not None:
                 fault.check(trainer.step)
             step = trainer.step
             metrics = trainer.train_step(micro)
             busy = metrics["step_time_s"]
-            metrics.update(step=float(step), epoch=float(epoch), data_wait_s=wait,
-                           data_wait_fraction=wait / max(wait + busy, 1e-9),
-                           samples_per_s=metrics["samples"] / max(wait + busy, 1e-9))
+            metrics.update(
+                step=float(step),
+                epoch=float(epoch),
+                data_wait_s=wait,
+                data_wait_fraction=wait / max(wait + busy, 1e-9),
+                samples_per_s=metrics["samples"] / max(wait + busy, 1e-9),
+            )
             on_step(metrics)
         for _ in it:  # drain the epoch's remainder so a streaming split can start the next epoch
             pass

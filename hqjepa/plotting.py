@@ -8,8 +8,12 @@ import numpy as np
 
 from hqjepa.runlog import read_metrics
 
-PANELS = (("loss_pred", "token prediction  L_pred"), ("loss_cm", "cross-modal  L_cm"),
-          ("loss_fqs", "FQS  L_fqs = 1 - F"), ("loss_sig", "SIGReg  L_sig"))
+PANELS = (
+    ("loss_pred", "token prediction  L_pred"),
+    ("loss_cm", "cross-modal  L_cm"),
+    ("loss_fqs", "FQS  L_fqs = 1 - F"),
+    ("loss_sig", "SIGReg  L_sig"),
+)
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -24,6 +28,7 @@ def plot_losses(csv_path: str | Path, png_path: str | Path, title: str | None = 
     """2 x 2 panels, raw per-step values faint and a moving average on top; the FQS panel also
     shows the collapse gap (matched minus shuffled fidelity) when it was logged."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -36,6 +36,7 @@ from hqjepa.runlog import RunLog
 @functools.lru_cache(maxsize=2)
 def _synthetic_pairs(n: int, seed: int, max_classes: int):
     from hqjepa.data.dataset import SyntheticPairs
+
     return SyntheticPairs(n, seed=seed, max_classes=max_classes)  # rendered once per run
 
 
@@ -52,17 +53,23 @@ def synthetic_loader(cfg: Config, epoch: int):
     used = steps_per_epoch(cfg, len(dataset)) * cfg.optim.batch_size * cfg.optim.accumulation
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=used, generator=g)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.optim.batch_size, sampler=sampler, generator=g, drop_last=True,
+        dataset,
+        batch_size=cfg.optim.batch_size,
+        sampler=sampler,
+        generator=g,
+        drop_last=True,
         collate_fn=MaskCollator(cfg.mask, cfg.model.grid, seed=cfg.optim.seed * 100_003 + epoch),
-        num_workers=0)
+        num_workers=0,
+    )
 
 
 def steps_per_epoch(cfg: Config, pairs: int) -> int:
     global_batch = cfg.optim.batch_size * cfg.optim.accumulation
     spe = cfg.train.steps_per_epoch or pairs // global_batch
     if spe < 1:
-        raise ValueError(f"{pairs} pairs do not fill one global batch of {global_batch} "
-                         "(optim.batch_size x optim.accumulation)")
+        raise ValueError(
+            f"{pairs} pairs do not fill one global batch of {global_batch} (optim.batch_size x optim.accumulation)"
+        )
     return spe
 
 
@@ -87,8 +94,10 @@ def main(args: argparse.Namespace) -> int:
         overrides["train.max_steps"] = args.max_steps
     cfg = load_config(args.config, overrides)
     if cfg.data.source != "synthetic":
-        raise SystemExit("pretrain_local trains on synthetic pairs only (data.source: synthetic); "
-                         "use ray_jobs/pretrain.py for Parquet shards")
+        raise SystemExit(
+            "pretrain_local trains on synthetic pairs only (data.source: synthetic); "
+            "use ray_jobs/pretrain.py for Parquet shards"
+        )
     device = resolve_device(args.device)
     torch.manual_seed(cfg.optim.seed)
     np.random.seed(cfg.optim.seed)
@@ -111,27 +120,41 @@ def main(args: argparse.Namespace) -> int:
     log = RunLog(out, resume_step=trainer.step if args.resume else None)
 
     from tqdm import tqdm
-    bar = tqdm(total=max_steps, initial=trainer.step, desc="pretrain", unit="step", dynamic_ncols=True,
-               disable=args.quiet)
+
+    bar = tqdm(
+        total=max_steps, initial=trainer.step, desc="pretrain", unit="step", dynamic_ncols=True, disable=args.quiet
+    )
 
     def on_step(metrics: dict[str, float]) -> None:
         log.log(trainer.step - 1, metrics)
         bar.update(1)
-        bar.set_postfix({k[5:]: f"{metrics[k]:.3g}" for k in ("loss_pred", "loss_cm", "loss_sig", "loss_fqs")
-                         if k in metrics})
+        bar.set_postfix(
+            {k[5:]: f"{metrics[k]:.3g}" for k in ("loss_pred", "loss_cm", "loss_sig", "loss_fqs") if k in metrics}
+        )
         if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == max_steps:
             save_training_state(ckpt, trainer)
 
     try:
-        run_steps(trainer, lambda epoch: synthetic_loader(cfg, epoch), max_steps, on_step,
-                  FaultInjector(cfg.train.fail_at_step, out / ".fault_injected"))
+        run_steps(
+            trainer,
+            lambda epoch: synthetic_loader(cfg, epoch),
+            max_steps,
+            on_step,
+            FaultInjector(cfg.train.fail_at_step, out / ".fault_injected"),
+        )
     finally:
         bar.close()
         log.close()
     export_trained_encoder(out / "export.pt", trainer.core, cfg, {"step": trainer.step})
     plot_losses(out / "metrics.csv", out / "losses.png", title=f"HQ-JEPA {Path(args.config).stem}")
-    summary = {"steps": trainer.step, "skipped_steps": trainer.skipped_steps, "run_dir": str(out),
-               "checkpoint": str(ckpt), "export": str(out / "export.pt"), "plot": str(out / "losses.png")}
+    summary = {
+        "steps": trainer.step,
+        "skipped_steps": trainer.skipped_steps,
+        "run_dir": str(out),
+        "checkpoint": str(ckpt),
+        "export": str(out / "export.pt"),
+        "plot": str(out / "losses.png"),
+    }
     print(json.dumps(summary))
     return 0
 
@@ -140,14 +163,21 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--out", default="runs/local")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (checked like the YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (checked like the YAML)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda, cuda:<i> or auto (cuda when visible); optim.precision "
-                        "auto is bf16 on cuda")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda, cuda:<i> or auto (cuda when visible); optim.precision auto is bf16 on cuda",
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class RunLog:
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(str(self.dir / "tensorboard"))
 
     def _truncate(self, resume_step: int) -> None:

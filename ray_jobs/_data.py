@@ -22,8 +22,8 @@ when the Dataset is created and reads one task per file. So shards are read with
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import ray
 from ray.data.collate_fn import NumpyBatchCollateFn
@@ -34,11 +34,16 @@ from hqjepa.data.shards import ShardError, find_corrupt_shards, is_uri, load_man
 from hqjepa.data.stream import PATH_COLUMN, STREAM_COLUMNS, training_pipeline
 
 
-def training_dataset(shard_dir: str | Path, split: str | None = "train", stats_split: str | None = "train",
-                     block_rows: int = 64, shuffle_files: bool = True) -> ray.data.Dataset:
+def training_dataset(
+    shard_dir: str | Path,
+    split: str | None = "train",
+    stats_split: str | None = "train",
+    block_rows: int = 64,
+    shuffle_files: bool = True,
+) -> ray.data.Dataset:
     """Validated shards -> read_parquet (only the columns training needs) -> decode/resample/normalise."""
     manifest = load_manifest(shard_dir)
-    files = shard_files(shard_dir)           # footer validation: ShardError names the bad shard
+    files = shard_files(shard_dir)  # footer validation: ShardError names the bad shard
     if not files:
         raise ValueError(f"{shard_dir}: the manifest lists no shard with rows")
     ds = read_shards(files, shuffle_files)
@@ -49,7 +54,7 @@ def training_dataset(shard_dir: str | Path, split: str | None = "train", stats_s
 def _parquet_datasource_v1():
     ctx = ray.data.DataContext.get_current()
     previous = ctx.use_datasource_v2
-    ctx.use_datasource_v2 = False      # read_parquet picks the datasource when it is called
+    ctx.use_datasource_v2 = False  # read_parquet picks the datasource when it is called
     try:
         yield
     finally:
@@ -65,9 +70,10 @@ def read_shards(files: Sequence[str], shuffle_files: bool = True) -> ray.data.Da
         fs, _ = resolve(files[0])
         files, kwargs = [resolve(f)[1] for f in files], {"filesystem": fs}
     with _parquet_datasource_v1():
-        ds = ray.data.read_parquet(list(files), include_paths=True, shuffle="files" if shuffle_files else None,
-                                   **kwargs)
-    return ds.select_columns([PATH_COLUMN, *STREAM_COLUMNS])   # pushed down into the Parquet read
+        ds = ray.data.read_parquet(
+            list(files), include_paths=True, shuffle="files" if shuffle_files else None, **kwargs
+        )
+    return ds.select_columns([PATH_COLUMN, *STREAM_COLUMNS])  # pushed down into the Parquet read
 
 
 class MaskCollateFn(NumpyBatchCollateFn):
@@ -81,8 +87,9 @@ class MaskCollateFn(NumpyBatchCollateFn):
         return self._collate(batch)
 
 
-def torch_batches(iterator, batch_size: int, collate_fn: NumpyBatchCollateFn, shard_dir: str | Path,
-                  **kwargs) -> Iterator[dict]:
+def torch_batches(
+    iterator, batch_size: int, collate_fn: NumpyBatchCollateFn, shard_dir: str | Path, **kwargs
+) -> Iterator[dict]:
     """`iterator.iter_torch_batches(...)` (a DataIterator: `get_dataset_shard("train")` or
     `ds.iterator()`) that turns a failed read into a ShardError naming the damaged shard(s)."""
     try:

@@ -33,16 +33,27 @@ from hqjepa.data.shards import ShardError
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--archive", required=True, help="archive root (v1: BigEarthNet-v1.0/ + BigEarthNet-S1-v1.0/; "
-                                                    "v2: BigEarthNet-S2/ + BigEarthNet-S1/ + metadata.parquet)")
+    p.add_argument(
+        "--archive",
+        required=True,
+        help="archive root (v1: BigEarthNet-v1.0/ + BigEarthNet-S1-v1.0/; "
+        "v2: BigEarthNet-S2/ + BigEarthNet-S1/ + metadata.parquet)",
+    )
     p.add_argument("--out", required=True, help="shard directory (created; reruns resume)")
     p.add_argument("--layout", choices=("auto", "v1", "v2"), default="auto")
-    p.add_argument("--shard-size", type=int, default=256,
-                   help="pairs per shard (~180 KB per pair on disk); keep >= 256, Ray Data pays a per-file "
-                        "cost every epoch")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=256,
+        help="pairs per shard (~180 KB per pair on disk); keep >= 256, Ray Data pays a per-file cost every epoch",
+    )
     p.add_argument("--workers", type=int, default=None, help="concurrent conversion tasks (default: Ray's CPUs)")
-    p.add_argument("--max-new-shards", type=int, default=None,
-                   help="stop after converting this many new shards (convert a big archive in installments)")
+    p.add_argument(
+        "--max-new-shards",
+        type=int,
+        default=None,
+        help="stop after converting this many new shards (convert a big archive in installments)",
+    )
     return p.parse_args(argv)
 
 
@@ -54,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except (NotBigEarthNetError, ShardError, ValueError) as e:
         print(f"convert: error: {e}", file=sys.stderr)
         return 2
-    print(f"{plan.layout} archive: {len(plan.scan.pairs)} pairs in {len(plan.tasks)} shards "
-          f"({len(plan.done)} already converted), {len(plan.scan.problems)} pairs unpaired")
+    print(
+        f"{plan.layout} archive: {len(plan.scan.pairs)} pairs in {len(plan.tasks)} shards "
+        f"({len(plan.done)} already converted), {len(plan.scan.problems)} pairs unpaired"
+    )
 
-    todo = plan.pending if args.max_new_shards is None else plan.pending[:args.max_new_shards]
+    todo = plan.pending if args.max_new_shards is None else plan.pending[: args.max_new_shards]
     results = list(plan.done)
     if todo:
         if ray.is_initialized():
-            pass                                  # a caller (a test, a notebook) already set Ray up
+            pass  # a caller (a test, a notebook) already set Ray up
         elif os.environ.get("RAY_ADDRESS"):
             ray.init()
         else:
@@ -71,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         queue, running = list(todo), []
         with tqdm(total=len(plan.tasks), initial=len(plan.done), unit="shard", desc="convert") as bar:
             while queue or running:
-                while queue and len(running) < limit:   # bounded in flight: large archives, small memory
+                while queue and len(running) < limit:  # bounded in flight: large archives, small memory
                     running.append(remote.remote(queue.pop(0)))
                 finished, running = ray.wait(running, num_returns=1)
                 result = ray.get(finished[0])
@@ -79,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(pairs=sum(r.rows for r in results), quarantined=sum(len(r.quarantine) for r in results))
                 bar.update(1)
     if len(results) < len(plan.tasks):
-        print(f"stopped after {len(todo)} new shards ({len(results)}/{len(plan.tasks)} done); "
-              "run again to continue")
+        print(f"stopped after {len(todo)} new shards ({len(results)}/{len(plan.tasks)} done); run again to continue")
         return 0
     summary = finalise(plan, results, time.perf_counter() - t0)
     print(summary.line)

@@ -37,8 +37,7 @@ from hqjepa.config import ConfigError
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
 from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.report import write_report
-from hqjepa.eval.runner import (PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune,
-                                run_linear)
+from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune, run_linear
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/geobench", help="where results.json, table.md, results.png go")
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
     p.add_argument("--config", default=None, help="model config the checkpoint must match (and random-init uses)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an eval-config value, e.g. linear.epochs=20 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an eval-config value, e.g. linear.epochs=20 (repeatable)",
+    )
     p.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per Ray task when GPUs exist")
     return p.parse_args(argv)
 
@@ -101,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     pending: dict[ray.ObjectRef, EvalJob] = {}
     for encoder in encoders:
         for task in tasks:
+
             def job(protocol: str, seed: int) -> EvalJob:
                 return EvalJob(task, protocol, seed, encoder, args.checkpoint, str(bench), config, args.config)
+
             if "linear" in protocols:
                 extracted: dict[int, ray.ObjectRef] = {}
                 for seed, source in feature_seeds(encoder, seeds, config).items():
@@ -123,15 +129,26 @@ def main(argv: list[str] | None = None) -> int:
         except ray.exceptions.RayError as e:  # a worker that died, not an error inside the job
             record = error_record(job, e)
         records.append(record)
-        print(json.dumps({k: record.get(k) for k in ("task", "protocol", "encoder", "seed", "status", "test",
-                                                     "error")}), flush=True)
+        print(
+            json.dumps({k: record.get(k) for k in ("task", "protocol", "encoder", "seed", "status", "test", "error")}),
+            flush=True,
+        )
     if started_here:
         ray.shutdown()
 
     names = {"checkpoint": f"HQ-JEPA ({Path(args.checkpoint).name})", "random-init": "Random init (same arch.)"}
-    meta = {"checkpoint": args.checkpoint, "benchmark_dir": str(bench), "tasks": tasks, "protocols": protocols,
-            "encoders": encoders, "seeds": seeds, "eval_config": config, "model_config": args.config,
-            "gpus": bool(gpus), "seconds": round(time.time() - t0, 1)}
+    meta = {
+        "checkpoint": args.checkpoint,
+        "benchmark_dir": str(bench),
+        "tasks": tasks,
+        "protocols": protocols,
+        "encoders": encoders,
+        "seeds": seeds,
+        "eval_config": config,
+        "model_config": args.config,
+        "gpus": bool(gpus),
+        "seconds": round(time.time() - t0, 1),
+    }
     paths = write_report(args.out, records, meta, names)
     print(Path(paths["table"]).read_text())
     failed = sum(r.get("status") != "ok" for r in records)

@@ -58,11 +58,13 @@ EXPORT_FILE = "export.pt"
 
 # --- the per-worker loop ------------------------------------------------------------------------
 
+
 def quiet_report_log() -> None:
     """Train v2 logs every report's full metrics at INFO from a logger named by its file path
     (ray/train/v2/_internal/execution/context.py, Ray 2.60); our CSV and TensorBoard hold them."""
     try:
         from ray.train.v2._internal.execution import context
+
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
     except ImportError:  # another Ray layout: the lines stay, nothing breaks
         pass
@@ -90,7 +92,8 @@ def train_loop(config: dict) -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="hqjepa-log-"))
     checkpoint = ray.train.get_checkpoint() or (
-        Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None)
+        Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None
+    )
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             load_training_state(Path(d) / STATE_FILE, trainer)
@@ -100,6 +103,7 @@ def train_loop(config: dict) -> None:
     tb = None
     if rank == 0 and config.get("tensorboard_dir"):
         from torch.utils.tensorboard import SummaryWriter
+
         tb = SummaryWriter(config["tensorboard_dir"], purge_step=trainer.step)
 
     shard = ray.train.get_dataset_shard("train")
@@ -108,10 +112,15 @@ def train_loop(config: dict) -> None:
     def epoch_batches(epoch: int):
         # masks are seeded by (seed, rank, epoch, the batch's patch ids): the same on a rerun
         return torch_batches(
-            shard, cfg.optim.batch_size, MaskCollateFn(cfg.mask, cfg.model.grid, seed=[seed, rank, epoch]),
-            config["shard_dir"], drop_last=True, prefetch_batches=cfg.data.prefetch_batches,
+            shard,
+            cfg.optim.batch_size,
+            MaskCollateFn(cfg.mask, cfg.model.grid, seed=[seed, rank, epoch]),
+            config["shard_dir"],
+            drop_last=True,
+            prefetch_batches=cfg.data.prefetch_batches,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if cfg.data.shuffle_buffer else None)
+            local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if cfg.data.shuffle_buffer else None,
+        )
 
     max_steps = config["max_steps"]
     window: list[float] = []
@@ -138,8 +147,9 @@ def train_loop(config: dict) -> None:
                 shutil.copy(log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
                 if step == max_steps:
                     export_trained_encoder(Path(tmp) / EXPORT_FILE, trainer.core, cfg, {"step": step})
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"step_{step:07d}")
+                ray.train.report(
+                    metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{step:07d}"
+                )
         else:
             ray.train.report(metrics)
 
@@ -155,6 +165,7 @@ def train_loop(config: dict) -> None:
 
 # --- the driver ----------------------------------------------------------------------------------
 
+
 def start_ray(num_cpus: int | None) -> None:
     """Connect to a cluster (RAY_ADDRESS, as `ray job submit` sets it) or start one embedded."""
     if ray.is_initialized():  # e.g. a test session's instance
@@ -169,8 +180,13 @@ def start_ray(num_cpus: int | None) -> None:
         # to whatever `ray start` head ran last and can block 40 s per query (12 s added to every fit
         # here). A closed port makes it fail at once.
         os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        )
 
 
 def synthetic_shards(cfg: Config, cache_root: Path) -> Path:
@@ -184,10 +200,12 @@ def synthetic_shards(cfg: Config, cache_root: Path) -> Path:
         return shards
     archive = out / "archive"
     if not archive.exists():
-        print(f"writing a synthetic BigEarthNet v2 archive of {cfg.data.synthetic_pairs} pairs to {archive}",
-              flush=True)
-        write_archive(archive, cfg.data.synthetic_pairs, layout="v2", seed=cfg.optim.seed,
-                      max_classes=cfg.data.synthetic_classes)
+        print(
+            f"writing a synthetic BigEarthNet v2 archive of {cfg.data.synthetic_pairs} pairs to {archive}", flush=True
+        )
+        write_archive(
+            archive, cfg.data.synthetic_pairs, layout="v2", seed=cfg.optim.seed, max_classes=cfg.data.synthetic_classes
+        )
     summary = convert_archive(archive, shards, layout="v2", shard_size=128)
     print(summary.line, flush=True)
     return shards
@@ -198,9 +216,11 @@ def plan_steps(cfg: Config, rows: int, workers: int) -> tuple[int, int]:
     per_rank = rows // workers
     spe = cfg.train.steps_per_epoch or per_rank // (cfg.optim.batch_size * cfg.optim.accumulation)
     if spe < 1:
-        raise SystemExit(f"{rows} training rows over {workers} workers do not fill one step of "
-                         f"{cfg.optim.batch_size} x {cfg.optim.accumulation} per worker; use fewer workers, "
-                         "a smaller optim.batch_size or more data")
+        raise SystemExit(
+            f"{rows} training rows over {workers} workers do not fill one step of "
+            f"{cfg.optim.batch_size} x {cfg.optim.accumulation} per worker; use fewer workers, "
+            "a smaller optim.batch_size or more data"
+        )
     total = cfg.optim.epochs * spe
     return spe, min(cfg.train.max_steps or total, total)
 
@@ -223,24 +243,44 @@ def main(argv: list[str] | None = None) -> int:
         resume = Path(args.resume).resolve()
         if (resume / STATE_FILE).exists():  # a checkpoint directory: start a new run from it
             resume_from = str(resume)
-        else:                               # a run directory: Ray Train resumes from its snapshot
+        else:  # a run directory: Ray Train resumes from its snapshot
             if not (resume / "checkpoint_manager_snapshot.json").exists():
-                raise SystemExit(f"--resume {resume}: neither a run directory (no "
-                                 "checkpoint_manager_snapshot.json) nor a checkpoint (no state.pt)")
+                raise SystemExit(
+                    f"--resume {resume}: neither a run directory (no "
+                    "checkpoint_manager_snapshot.json) nor a checkpoint (no state.pt)"
+                )
             storage, name = str(resume.parent), resume.name
 
     start_ray(args.num_cpus)
-    summary = pretrain(cfg, storage=storage, name=name, workers=args.workers,
-                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                       max_failures=args.max_failures, resume_from=resume_from, cache_dir=Path(args.cache_dir),
-                       title=Path(args.config).stem)
+    summary = pretrain(
+        cfg,
+        storage=storage,
+        name=name,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+        resume_from=resume_from,
+        cache_dir=Path(args.cache_dir),
+        title=Path(args.config).stem,
+    )
     print(json.dumps(summary), flush=True)
     return 0
 
 
-def pretrain(cfg: Config, *, storage: str, name: str, workers: int = 1, gpus_per_worker: float = 0.0,
-             cpus_per_worker: float | None = None, max_failures: int = 2, resume_from: str | None = None,
-             cache_dir: Path = ROOT / "runs" / "data", title: str = "") -> dict:
+def pretrain(
+    cfg: Config,
+    *,
+    storage: str,
+    name: str,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float | None = None,
+    max_failures: int = 2,
+    resume_from: str | None = None,
+    cache_dir: Path = ROOT / "runs" / "data",
+    title: str = "",
+) -> dict:
     """Steps 2-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
     with the same storage and name continues the run (Ray Train finds its snapshot); a larger
     `train.max_steps` then trains further, as Ray Tune trials do round by round."""
@@ -256,8 +296,10 @@ def pretrain(cfg: Config, *, storage: str, name: str, workers: int = 1, gpus_per
     splits = manifest.get("split_counts", {})
     rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["pairs"]
     if rows == 0:
-        raise SystemExit(f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
-                         "set data.split: null to train on every row")
+        raise SystemExit(
+            f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
+            "set data.split: null to train on every row"
+        )
     spe, max_steps = plan_steps(cfg, rows, workers)
 
     ctx = ray.data.DataContext.get_current()
@@ -268,29 +310,53 @@ def pretrain(cfg: Config, *, storage: str, name: str, workers: int = 1, gpus_per
     cpus = cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / workers))
     resources = {"CPU": cpus, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     global_batch = cfg.optim.batch_size * workers * cfg.optim.accumulation
-    print(json.dumps({"event": "plan", "run": name, "storage": storage, "shards": str(shard_dir), "rows": rows,
-                      "workers": workers, "resources_per_worker": resources, "global_batch": global_batch,
-                      "steps_per_epoch": spe, "max_steps": max_steps}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "plan",
+                "run": name,
+                "storage": storage,
+                "shards": str(shard_dir),
+                "rows": rows,
+                "workers": workers,
+                "resources_per_worker": resources,
+                "global_batch": global_batch,
+                "steps_per_epoch": spe,
+                "max_steps": max_steps,
+            }
+        ),
+        flush=True,
+    )
 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "steps_per_epoch": spe, "max_steps": max_steps,
-                           "shard_dir": str(shard_dir),
-                           "resume_from": resume_from,
-                           "tensorboard_dir": str(run_dir / "tensorboard") if run_dir else None,
-                           "fault_marker": str(run_dir / ".fault_injected") if run_dir else None},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker),
-                                     resources_per_worker=resources),
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "steps_per_epoch": spe,
+            "max_steps": max_steps,
+            "shard_dir": str(shard_dir),
+            "resume_from": resume_from,
+            "tensorboard_dir": str(run_dir / "tensorboard") if run_dir else None,
+            "fault_marker": str(run_dir / ".fault_injected") if run_dir else None,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=bool(gpus_per_worker), resources_per_worker=resources
+        ),
         run_config=RunConfig(
-            name=name, storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints,
-                                               checkpoint_score_attribute="loss_smooth",
-                                               checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=max_failures)),
+            name=name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints,
+                checkpoint_score_attribute="loss_smooth",
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
         datasets={"train": dataset},
-        dataset_config=DataConfig(execution_options=ctx.execution_options))
+        dataset_config=DataConfig(execution_options=ctx.execution_options),
+    )
     t0 = time.time()
     result = trainer.fit()
     if result.error is not None:
@@ -303,11 +369,19 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
     from hqjepa.plotting import plot_losses
 
     latest = result.checkpoint
-    summary = {"event": "done", "run": name, "seconds": round(seconds, 1), "run_dir": str(result.path),
-               "latest_checkpoint": latest.path if latest else None,
-               "best_checkpoints": [c.path for c, _ in (result.best_checkpoints or [])],
-               "final_metrics": {k: v for k, v in (result.metrics or {}).items()
-                                 if k.startswith(("loss", "fqs", "step", "samples", "data_wait"))}}
+    summary = {
+        "event": "done",
+        "run": name,
+        "seconds": round(seconds, 1),
+        "run_dir": str(result.path),
+        "latest_checkpoint": latest.path if latest else None,
+        "best_checkpoints": [c.path for c, _ in (result.best_checkpoints or [])],
+        "final_metrics": {
+            k: v
+            for k, v in (result.metrics or {}).items()
+            if k.startswith(("loss", "fqs", "step", "samples", "data_wait"))
+        },
+    }
     if run_dir is not None and latest is not None:
         with latest.as_directory() as d:
             for f in (EXPORT_FILE, "metrics.csv"):
@@ -315,21 +389,29 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
                     shutil.copy(Path(d) / f, run_dir / f)
         if (run_dir / "metrics.csv").exists():
             plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {title}")
-        summary.update(export=str(run_dir / EXPORT_FILE), metrics_csv=str(run_dir / "metrics.csv"),
-                       plot=str(run_dir / "losses.png"))
+        summary.update(
+            export=str(run_dir / EXPORT_FILE),
+            metrics_csv=str(run_dir / "metrics.csv"),
+            plot=str(run_dir / "losses.png"),
+        )
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"))
     p.add_argument("--data", help="directory (or pyarrow URI) of converted shards; default: the config's data section")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel ranks)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="default: the cluster's CPUs minus one for Ray Data, shared by the workers (0.5 to 4)")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="default: the cluster's CPUs minus one for Ray Data, shared by the workers (0.5 to 4)",
+    )
     p.add_argument("--resume", help="a run directory (continue it) or a checkpoint directory (start from it)")
     p.add_argument("--experiment", help="run name under the storage path (default: pretrain-<config>-<time>)")
     p.add_argument("--storage", help="where runs live: a local path, NFS or s3://... (default: ./runs)")
@@ -338,8 +420,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-at-step", type=int, default=None, help="fault injection: one worker fails once at this step")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
     p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where synthetic shards are cached")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (checked like the YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (checked like the YAML)",
+    )
     return p.parse_args(argv)
 
 

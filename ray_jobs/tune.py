@@ -46,8 +46,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ray_jobs.pretrain import plan_steps, pretrain, start_ray, synthetic_shards  # noqa: E402  (sets Ray env first)
-
 import ray  # noqa: E402
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
@@ -59,6 +57,7 @@ from hqjepa.eval.safe_pickle import GeoBenchFormatError  # noqa: E402
 from hqjepa.tuning.report import write_report  # noqa: E402
 from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict  # noqa: E402
 from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends  # noqa: E402
+from ray_jobs.pretrain import plan_steps, pretrain, start_ray, synthetic_shards  # noqa: E402  (sets Ray env first)
 
 DEFAULT_METRIC = "geobench/m-eurosat/linear"
 SETTINGS_FILE = "search.json"
@@ -68,6 +67,7 @@ INTERRUPTED = 130
 
 
 # --- one trial (runs in a Ray Tune trial actor) --------------------------------------------------------
+
 
 def trial_space(settings: dict) -> tuple[Config, SearchSpace]:
     base = config_from_dict(settings["base_config"])
@@ -90,13 +90,24 @@ def run_trial(config: dict, settings: dict) -> None:
         with checkpoint.as_directory() as d:
             done = json.loads((Path(d) / ROUND_FILE).read_text())["round"]
     for r in range(done + 1, settings["rounds"] + 1):
-        summary = pretrain(apply_overrides(cfg, {"train.max_steps": ends[r - 1]}), storage=str(runs), name=trial_id,
-                           workers=settings["workers"], gpus_per_worker=settings["gpus_per_worker"],
-                           cpus_per_worker=settings["cpus_per_worker"], max_failures=settings["max_failures"],
-                           cache_dir=Path(settings["cache_dir"]), title=f"{settings['name']} {trial_id}")
+        summary = pretrain(
+            apply_overrides(cfg, {"train.max_steps": ends[r - 1]}),
+            storage=str(runs),
+            name=trial_id,
+            workers=settings["workers"],
+            gpus_per_worker=settings["gpus_per_worker"],
+            cpus_per_worker=settings["cpus_per_worker"],
+            max_failures=settings["max_failures"],
+            cache_dir=Path(settings["cache_dir"]),
+            title=f"{settings['name']} {trial_id}",
+        )
         scores = evaluate_export(summary["export"], metrics, settings["benchmark_dir"], settings["eval_config"])
-        result = {**scores, "round": r, "steps": ends[r - 1],   # scores holds the objective
-                  "epochs": settings["budget_epochs"] * ends[r - 1] / total}
+        result = {
+            **scores,
+            "round": r,
+            "steps": ends[r - 1],  # scores holds the objective
+            "epochs": settings["budget_epochs"] * ends[r - 1] / total,
+        }
         with (runs / trial_id / ROUNDS_LOG).open("a") as f:  # a plain record of every round that ran
             f.write(json.dumps({"trial_id": trial_id, "time": time.time(), **result}) + "\n")
         with tempfile.TemporaryDirectory() as d:
@@ -110,6 +121,7 @@ def trial_dirname(trial) -> str:
 
 # --- the driver -------------------------------------------------------------------------------------
 
+
 def check_settings(args: argparse.Namespace) -> dict:
     """Step 1 of the module docstring: every input read and checked, nothing of Ray started."""
     sets = dict(parse_override(s) for s in args.set)
@@ -117,8 +129,9 @@ def check_settings(args: argparse.Namespace) -> dict:
     space = load_space(args.space, base)
     if space.is_grid:
         if args.trials is not None and args.trials != len(space.grid):
-            raise ConfigError(f"--trials {args.trials}: the grid {space.source} has {len(space.grid)} points and "
-                              "runs each once")
+            raise ConfigError(
+                f"--trials {args.trials}: the grid {space.source} has {len(space.grid)} points and runs each once"
+            )
         if args.sampler != "tpe":
             raise ConfigError(f"--sampler {args.sampler}: a grid runs with Optuna's GridSampler")
     make_sampler(args.sampler, args.seed, space)  # an unknown sampler fails here
@@ -142,8 +155,9 @@ def check_settings(args: argparse.Namespace) -> dict:
     else:
         shard_dir = base.data.shards
     from hqjepa.data.shards import load_manifest
+
     manifest = load_manifest(shard_dir)
-    rows = (manifest.get("split_counts", {}).get(base.data.split, 0) if base.data.split else manifest["pairs"])
+    rows = manifest.get("split_counts", {}).get(base.data.split, 0) if base.data.split else manifest["pairs"]
     try:
         _, total = plan_steps(budget_config(base, {}, args.budget_epochs), rows, args.workers)
     except SystemExit as e:  # plan_steps speaks to the command line
@@ -152,19 +166,39 @@ def check_settings(args: argparse.Namespace) -> dict:
 
     storage = Path(args.storage).resolve()
     name = args.name or Path(args.space).stem
-    return {"name": name, "storage": str(storage), "exp_dir": str(storage / name),
-            "space_source": space.source, "space_file": str(Path(args.space).resolve()),
-            "space": yaml_load(args.space), "config_file": str(Path(args.config).resolve()),
-            "base_config": base.to_dict(), "sets": list(args.set), "metric": metric, "mode": space.mode,
-            "trials": len(space.grid) if space.is_grid else (args.trials or 20),
-            "budget_epochs": args.budget_epochs, "rounds": args.rounds, "total_steps": total,
-            "sampler": "grid" if space.is_grid else args.sampler, "seed": args.seed,
-            "scheduler": args.scheduler or ("fifo" if space.is_grid else "asha"),
-            "reduction_factor": args.reduction_factor, "workers": args.workers,
-            "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker,
-            "trial_cpus": args.trial_cpus, "trial_gpus": args.trial_gpus, "max_concurrent": args.max_concurrent,
-            "max_failures": args.max_failures, "benchmark_dir": str(bench), "eval_config": eval_config,
-            "cache_dir": str(cache), "shard_dir": str(shard_dir), "rows": rows}
+    return {
+        "name": name,
+        "storage": str(storage),
+        "exp_dir": str(storage / name),
+        "space_source": space.source,
+        "space_file": str(Path(args.space).resolve()),
+        "space": yaml_load(args.space),
+        "config_file": str(Path(args.config).resolve()),
+        "base_config": base.to_dict(),
+        "sets": list(args.set),
+        "metric": metric,
+        "mode": space.mode,
+        "trials": len(space.grid) if space.is_grid else (args.trials or 20),
+        "budget_epochs": args.budget_epochs,
+        "rounds": args.rounds,
+        "total_steps": total,
+        "sampler": "grid" if space.is_grid else args.sampler,
+        "seed": args.seed,
+        "scheduler": args.scheduler or ("fifo" if space.is_grid else "asha"),
+        "reduction_factor": args.reduction_factor,
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "cpus_per_worker": args.cpus_per_worker,
+        "trial_cpus": args.trial_cpus,
+        "trial_gpus": args.trial_gpus,
+        "max_concurrent": args.max_concurrent,
+        "max_failures": args.max_failures,
+        "benchmark_dir": str(bench),
+        "eval_config": eval_config,
+        "cache_dir": str(cache),
+        "shard_dir": str(shard_dir),
+        "rows": rows,
+    }
 
 
 def yaml_load(path: str) -> dict:
@@ -191,8 +225,10 @@ def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                                    {"cpu": settings["trial_cpus"], "gpu": settings["trial_gpus"]})
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, settings=settings),
+        {"cpu": settings["trial_cpus"], "gpu": settings["trial_gpus"]},
+    )
     exp_dir = settings["exp_dir"]
     if restore:
         return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
@@ -200,26 +236,47 @@ def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
     objective = objective_name(parse_metrics(settings["metric"]))
     mode = settings["mode"]
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(exp_dir) / 'optuna.db'}")
-    search = OptunaSearch(space=space, metric=objective, mode=mode, study_name=settings["name"], storage=storage,
-                          sampler=make_sampler(settings["sampler"], settings["seed"], space))
+    search = OptunaSearch(
+        space=space,
+        metric=objective,
+        mode=mode,
+        study_name=settings["name"],
+        storage=storage,
+        sampler=make_sampler(settings["sampler"], settings["seed"], space),
+    )
     if settings["scheduler"] == "asha":
-        scheduler = ASHAScheduler(metric=objective, mode=mode, time_attr="round", max_t=settings["rounds"],
-                                  grace_period=1, reduction_factor=settings["reduction_factor"])
+        scheduler = ASHAScheduler(
+            metric=objective,
+            mode=mode,
+            time_attr="round",
+            max_t=settings["rounds"],
+            grace_period=1,
+            reduction_factor=settings["reduction_factor"],
+        )
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=settings["trials"],
-                                    max_concurrent_trials=settings["max_concurrent"],
-                                    trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(storage_path=settings["storage"], name=settings["name"],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=settings["trials"],
+            max_concurrent_trials=settings["max_concurrent"],
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=settings["storage"],
+            name=settings["name"],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
 
 
 def collect_rows(settings: dict) -> list[dict]:
     """One row per trial from Tune's saved experiment state (hqjepa/tuning/report.py's format)."""
     from ray.tune import ExperimentAnalysis
+
     # it warns about each trial that has no result yet; the table reports those as unfinished
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
@@ -244,26 +301,46 @@ def collect_rows(settings: dict) -> list[dict]:
             error = str(err).strip().splitlines()[-1][:300] if err else "failed (see the trial's error.txt)"
         params = dict(trial.config or {})
         point = space.point(params["setting"]) if space.is_grid and "setting" in params else None
-        rows.append({"number": number, "trial_id": trial.trial_id, "status": status, "rounds": rounds,
-                     "metric": last.get(objective), "error": error,
-                     "metrics": {k: v for k, v in last.items() if k.startswith("geobench/")},
-                     "values": space.overrides(params) if params else {},
-                     "setting": point.name if point else None, "factor": point.factor if point else None})
+        rows.append(
+            {
+                "number": number,
+                "trial_id": trial.trial_id,
+                "status": status,
+                "rounds": rounds,
+                "metric": last.get(objective),
+                "error": error,
+                "metrics": {k: v for k, v in last.items() if k.startswith("geobench/")},
+                "values": space.overrides(params) if params else {},
+                "setting": point.name if point else None,
+                "factor": point.factor if point else None,
+            }
+        )
     return rows
 
 
 def report(settings: dict) -> dict:
     base, space = trial_space(settings)
     objective = objective_name(parse_metrics(settings["metric"]))
-    header = [f"Best configuration of the search `ray_jobs/tune.py --space {settings['space_source']} "
-              f"--name {settings['name']}`.",
-              f"Base: {Path(settings['config_file']).name}" + "".join(f" --set {s}" for s in settings["sets"]),
-              f"Searched on {settings['budget_epochs']}-epoch budgets in {settings['rounds']} round(s); optim.epochs "
-              "and every key not listed below are the base config's."]
-    return write_report(settings["exp_dir"], collect_rows(settings), keys=space.keys, objective=objective,
-                        mode=settings["mode"], rounds=settings["rounds"], base=base,
-                        title=f"{settings['name']} ({settings['space_source']})", log_keys=space.log_keys,
-                        kinds=space.plot_kinds, best_header=header)
+    header = [
+        f"Best configuration of the search `ray_jobs/tune.py --space {settings['space_source']} "
+        f"--name {settings['name']}`.",
+        f"Base: {Path(settings['config_file']).name}" + "".join(f" --set {s}" for s in settings["sets"]),
+        f"Searched on {settings['budget_epochs']}-epoch budgets in {settings['rounds']} round(s); optim.epochs "
+        "and every key not listed below are the base config's.",
+    ]
+    return write_report(
+        settings["exp_dir"],
+        collect_rows(settings),
+        keys=space.keys,
+        objective=objective,
+        mode=settings["mode"],
+        rounds=settings["rounds"],
+        base=base,
+        title=f"{settings['name']} ({settings['space_source']})",
+        log_keys=space.log_keys,
+        kinds=space.plot_kinds,
+        best_header=header,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--space FILE is required (a YAML file of tune_spaces/)")
             settings = check_settings(args)
             if Path(settings["exp_dir"]).exists() and tune.Tuner.can_restore(settings["exp_dir"]):
-                raise ConfigError(f"{settings['exp_dir']} already holds a search: add --resume to continue it, "
-                                  "or give another --name")
+                raise ConfigError(
+                    f"{settings['exp_dir']} already holds a search: add --resume to continue it, or give another --name"
+                )
     except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
         print(f"tune: error: {e}", file=sys.stderr)
         return 2
@@ -296,12 +374,27 @@ def main(argv: list[str] | None = None) -> int:
         settings.update(plan_resources(settings))
         exp_dir.mkdir(parents=True, exist_ok=True)
         (exp_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-    print(json.dumps({"event": "search", "exp_dir": str(exp_dir), "resume": restore, "space": settings["space_source"],
-                      "trials": settings["trials"], "metric": settings["metric"], "sampler": settings["sampler"],
-                      "scheduler": settings["scheduler"], "rounds": settings["rounds"],
-                      "budget_epochs": settings["budget_epochs"], "steps": settings["total_steps"],
-                      "max_concurrent": settings["max_concurrent"], "cpus_per_worker": settings["cpus_per_worker"],
-                      "optuna": f"sqlite:///{exp_dir / 'optuna.db'}"}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "search",
+                "exp_dir": str(exp_dir),
+                "resume": restore,
+                "space": settings["space_source"],
+                "trials": settings["trials"],
+                "metric": settings["metric"],
+                "sampler": settings["sampler"],
+                "scheduler": settings["scheduler"],
+                "rounds": settings["rounds"],
+                "budget_epochs": settings["budget_epochs"],
+                "steps": settings["total_steps"],
+                "max_concurrent": settings["max_concurrent"],
+                "cpus_per_worker": settings["cpus_per_worker"],
+                "optuna": f"sqlite:///{exp_dir / 'optuna.db'}",
+            }
+        ),
+        flush=True,
+    )
     build_tuner(settings, restore).fit()
 
     paths = report(settings)
@@ -310,44 +403,76 @@ def main(argv: list[str] | None = None) -> int:
     print(Path(paths["table_md"]).read_text(), flush=True)
     print(json.dumps({"event": "interrupted" if interrupted else "done", **paths}), flush=True)
     if interrupted:
-        print(f"tune: the search stopped before every trial finished; continue it with --resume --name "
-              f"{settings['name']} --storage {settings['storage']}", file=sys.stderr)
+        print(
+            f"tune: the search stopped before every trial finished; continue it with --resume --name "
+            f"{settings['name']} --storage {settings['storage']}",
+            file=sys.stderr,
+        )
         return INTERRUPTED
     return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
     p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"), help="base run config")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a base-config value (checked like the YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a base-config value (checked like the YAML)",
+    )
     p.add_argument("--trials", type=int, default=None, help="trials to sample (default 20; a grid runs its points)")
     p.add_argument("--budget-epochs", type=int, default=2, help="pretraining epochs per trial (optim.epochs)")
     p.add_argument("--rounds", type=int, default=2, help="probe-and-report rounds per trial (ASHA's time)")
-    p.add_argument("--metric", default=None,
-                   help=f"geobench/<task>/<protocol>, or a comma list (mean); default: the space's, else {DEFAULT_METRIC}")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help=f"geobench/<task>/<protocol>, or a comma list (mean); default: the space's, else {DEFAULT_METRIC}",
+    )
     p.add_argument("--sampler", default="tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
-                   help="asha stops poor trials between rounds (default for sampled spaces); fifo runs all (grids)")
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        default=None,
+        help="asha stops poor trials between rounds (default for sampled spaces); fifo runs all (grids)",
+    )
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA's reduction factor")
     p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
-    p.add_argument("--eval-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an eval-config value, e.g. linear.epochs=20 or run.seeds=[0]")
+    p.add_argument(
+        "--eval-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an eval-config value, e.g. linear.epochs=20 or run.seeds=[0]",
+    )
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="default: the CPUs one concurrent trial may use, less its own share and 1 for Ray Data")
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="default: the CPUs one concurrent trial may use, less its own share and 1 for Ray Data",
+    )
     p.add_argument("--trial-cpus", type=float, default=0.5, help="CPUs the trial function itself holds (> 0)")
     p.add_argument("--trial-gpus", type=float, default=0.0, help="GPU share of the trial function (for its probe)")
-    p.add_argument("--max-concurrent", type=int, default=None,
-                   help="trials at once (default: GPUs / GPUs per trial, or 1 without GPUs)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="trials at once (default: GPUs / GPUs per trial, or 1 without GPUs)",
+    )
     p.add_argument("--max-failures", type=int, default=2, help="Train worker-group restarts within a trial")
-    p.add_argument("--storage", default=str(ROOT / "runs" / "tune"),
-                   help="where searches live: a local path, or a shared filesystem on a multi-node cluster")
+    p.add_argument(
+        "--storage",
+        default=str(ROOT / "runs" / "tune"),
+        help="where searches live: a local path, or a shared filesystem on a multi-node cluster",
+    )
     p.add_argument("--name", default=None, help="the search's name (default: the space file's stem)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search STORAGE/NAME")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")

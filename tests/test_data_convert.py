@@ -33,6 +33,7 @@ def archives(tmp_path_factory):
 
 # --- helpers that read the archive the way a user would, independently of the converter ---------
 
+
 def v1_paths(root: Path, s2: str, s1: str, band: str) -> Path:
     if band in S1_BANDS:
         return root / "BigEarthNet-S1-v1.0" / s1 / f"{s1}_{band}.tif"
@@ -57,6 +58,7 @@ def rows_by_id(shard_dir) -> dict[str, dict]:
 
 # --- conversion ------------------------------------------------------------------------------------
 
+
 def test_v1_archive_converts_with_exact_pixels_labels_and_pairing(archives, tmp_path):
     root = archives / "v1"
     summary = convert_archive(root, tmp_path / "out", shard_size=6, progress=False)
@@ -72,7 +74,7 @@ def test_v1_archive_converts_with_exact_pixels_labels_and_pairing(archives, tmp_
         s1_meta = json.loads((s1_dir / f"{s1}_labels_metadata.json").read_text())
         s2 = s1_meta["corresponding_s2_patch"]
         row = rows[s2]
-        assert row["s1_patch_id"] == s1                       # pairing from the S1 JSON
+        assert row["s1_patch_id"] == s1  # pairing from the S1 JSON
         s2_meta = json.loads((root / "BigEarthNet-v1.0" / s2 / f"{s2}_labels_metadata.json").read_text())
         assert set(row["labels43"]) == set(s2_meta["labels"])
         assert row["labels43"] == [n for n in LABELS43 if n in s2_meta["labels"]]
@@ -82,12 +84,11 @@ def test_v1_archive_converts_with_exact_pixels_labels_and_pairing(archives, tmp_
             ref = read_tif(v1_paths(root, s2, s1, band))
             got = row["bands"][band]
             assert got.dtype == ref.dtype and got.shape == ref.shape
-            assert np.array_equal(got.view(np.uint8), ref.view(np.uint8)), band   # bit for bit
+            assert np.array_equal(got.view(np.uint8), ref.view(np.uint8)), band  # bit for bit
     manifest = load_manifest(tmp_path / "out")
     assert manifest["layout"] == "v1" and manifest["pairs"] == N and manifest["quarantined"] == 0
     assert sum(manifest["split_counts"].values()) == N
-    assert [s["file"] for s in manifest["shards"]] == ["part-00000.parquet", "part-00001.parquet",
-                                                        "part-00002.parquet"]
+    assert [s["file"] for s in manifest["shards"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     # per-band statistics of the same pass equal a direct float64 computation over all stored pixels
     for band in ("B01", "B05", "B08", "VV"):
         allpix = np.concatenate([r["bands"][band].ravel().astype(np.float64) for r in rows.values()])
@@ -95,8 +96,9 @@ def test_v1_archive_converts_with_exact_pixels_labels_and_pairing(archives, tmp_
         assert st["count"] == allpix.size
         assert st["mean"] == pytest.approx(allpix.mean(), rel=1e-12)
         assert st["std"] == pytest.approx(allpix.std(), rel=1e-9)
-    train = np.concatenate([r["bands"]["B02"].ravel().astype(np.float64) for r in rows.values()
-                            if r["split"] == "train"])
+    train = np.concatenate(
+        [r["bands"]["B02"].ravel().astype(np.float64) for r in rows.values() if r["split"] == "train"]
+    )
     assert manifest["band_stats"]["train"]["B02"]["mean"] == pytest.approx(train.mean(), rel=1e-12)
 
 
@@ -121,6 +123,7 @@ def test_v2_archive_converts_with_metadata_labels_and_no_43_class_labels(archive
 
 # --- bad input ----------------------------------------------------------------------------------
 
+
 def _rewrite(path: Path, arr: np.ndarray) -> None:
     with rasterio.open(path) as ds:
         profile = ds.profile
@@ -138,7 +141,7 @@ def test_every_bad_input_is_quarantined_with_its_reason_and_nothing_else_is_lost
     victims = {p.patch_id: p for p in pairs[:8]}
     names = list(victims)
     p = [victims[n] for n in names]
-    s2 = lambda rec, band: Path(rec.s2_dir) / f"{rec.patch_id}_{band}.tif"   # noqa: E731
+    s2 = lambda rec, band: Path(rec.s2_dir) / f"{rec.patch_id}_{band}.tif"  # noqa: E731
     s1 = lambda rec, band: Path(rec.s1_dir) / f"{rec.s1_patch_id}_{band}.tif"  # noqa: E731
     expected = {}
     s2(p[0], "B05").unlink()
@@ -160,7 +163,7 @@ def test_every_bad_input_is_quarantined_with_its_reason_and_nothing_else_is_lost
     expected[names[5]] = "non-finite pixels in VH"
     _rewrite(s2(p[6], "B04"), read_tif(s2(p[6], "B04")).astype(np.float32))
     expected[names[6]] = "wrong dtype B04"
-    shutil.rmtree(p[7].s2_dir)                      # the S1 folder now names an absent S2 partner
+    shutil.rmtree(p[7].s2_dir)  # the S1 folder now names an absent S2 partner
     expected[names[7]] = "S2 partner patch absent"
 
     summary = convert_archive(bad_root, tmp_path / "bad", shard_size=5, progress=False)
@@ -170,7 +173,8 @@ def test_every_bad_input_is_quarantined_with_its_reason_and_nothing_else_is_lost
     for rec in records:
         assert rec["reason"].startswith(expected[rec["patch_id"]]), rec
         assert rec["path"] and Path(rec["path"]).name.startswith(
-            (rec["patch_id"], rec["s1_patch_id"] or rec["patch_id"]))
+            (rec["patch_id"], rec["s1_patch_id"] or rec["patch_id"])
+        )
     by_s1 = {r["s1_patch_id"]: r for r in records}
     assert by_s1[p[7].s1_patch_id]["patch_id"] == names[7]
     manifest = load_manifest(tmp_path / "bad")
@@ -195,8 +199,10 @@ def test_v2_missing_partners_are_quarantined(archives, tmp_path):
     shutil.rmtree(pairs[1].s2_dir)
     summary = convert_archive(root, tmp_path / "out", progress=False)
     assert (summary.converted, summary.quarantined) == (N - 2, 2)
-    reasons = {json.loads(x)["patch_id"]: json.loads(x)["reason"]
-               for x in (tmp_path / "out" / QUARANTINE).read_text().splitlines()}
+    reasons = {
+        json.loads(x)["patch_id"]: json.loads(x)["reason"]
+        for x in (tmp_path / "out" / QUARANTINE).read_text().splitlines()
+    }
     assert reasons == {pairs[0].patch_id: "S1 partner patch absent", pairs[1].patch_id: "S2 partner patch absent"}
 
 
@@ -217,7 +223,7 @@ def test_bad_metadata_is_quarantined_too(archives, tmp_path):
     a, b = scan_archive(root).pairs[:2]
     meta_path = Path(a.s2_dir) / f"{a.patch_id}_labels_metadata.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "labels": meta["labels"] + ["Peat bogs"]}))   # misspelt class
+    meta_path.write_text(json.dumps({**meta, "labels": meta["labels"] + ["Peat bogs"]}))  # misspelt class
     (Path(b.s1_dir) / f"{b.s1_patch_id}_labels_metadata.json").write_text("{ truncated")
     summary = convert_archive(root, tmp_path / "out", progress=False)
     # b's S1 folder cannot name its partner, so b's S2 patch is left without one as well
@@ -229,6 +235,7 @@ def test_bad_metadata_is_quarantined_too(archives, tmp_path):
 
 
 # --- resume ---------------------------------------------------------------------------------------
+
 
 class Interrupted(Exception):
     pass
@@ -254,7 +261,7 @@ def test_interrupted_conversion_resumes_without_duplicating_rows(archives, tmp_p
     summary = convert_archive(archives / "v1", out, shard_size=4, progress=False)
     assert summary.line == f"converted {N} pairs, quarantined 0"
     assert (summary.shards, summary.new_shards) == (4, 1)
-    assert {f: (out / f).stat().st_mtime_ns for f in done} == kept     # finished shards untouched
+    assert {f: (out / f).stat().st_mtime_ns for f in done} == kept  # finished shards untouched
     assert not list(out.glob(".part-*"))
     ids = [r["patch_id"] for r in iter_pairs(out)]
     assert len(ids) == len(set(ids)) == N
@@ -267,6 +274,7 @@ def test_interrupted_conversion_resumes_without_duplicating_rows(archives, tmp_p
 
 
 # --- clear errors ---------------------------------------------------------------------------------
+
 
 def test_a_root_that_is_not_bigearthnet_gets_one_clear_error(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
@@ -287,16 +295,16 @@ def test_a_corrupt_shard_fails_with_its_path(archives, tmp_path):
     convert_archive(archives / "v2", out, shard_size=8, progress=False)
     victim = out / "part-00001.parquet"
     data = victim.read_bytes()
-    victim.write_bytes(data[: len(data) - 100])                          # truncated: footer gone
+    victim.write_bytes(data[: len(data) - 100])  # truncated: footer gone
     with pytest.raises(ShardError, match=str(victim)):
         shard_files(out)
     with pytest.raises(ShardError, match=str(victim)):
         list(iter_pairs(out))
-    corrupted = bytearray(data)                                          # footer intact, a data page damaged
-    corrupted[len(data) // 2: len(data) // 2 + 4000] = os.urandom(4000)
+    corrupted = bytearray(data)  # footer intact, a data page damaged
+    corrupted[len(data) // 2 : len(data) // 2 + 4000] = os.urandom(4000)
     victim.write_bytes(bytes(corrupted))
-    shard_files(out)                                                     # the footer is fine ...
-    with pytest.raises(ShardError, match=str(victim)):                   # ... the page checksum is not
+    shard_files(out)  # the footer is fine ...
+    with pytest.raises(ShardError, match=str(victim)):  # ... the page checksum is not
         list(iter_pairs(out))
 
 

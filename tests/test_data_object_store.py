@@ -29,8 +29,12 @@ def s3(tmp_path_factory):
     from moto.server import ThreadedMotoServer
 
     mp = pytest.MonkeyPatch()
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
         mp.setenv(k, v)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -38,8 +42,14 @@ def s3(tmp_path_factory):
     local = tmp_path_factory.mktemp("s3src")
     write_archive(local / "archive", 12, layout="v2", seed=3)
     convert_archive(local / "archive", local / "shards", shard_size=5)
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                           access_key="test", secret_key="test", allow_bucket_creation=True)
+    fs = pafs.S3FileSystem(
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        region="us-east-1",
+        access_key="test",
+        secret_key="test",
+        allow_bucket_creation=True,
+    )
     fs.create_dir("ben")
     pafs.copy_files(str(local / "shards"), "ben/shards", destination_filesystem=fs)
     query = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"

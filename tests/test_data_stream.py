@@ -31,12 +31,16 @@ def shards(tmp_path_factory):
 def _batches(ds, batch_size=4, seed=0):
     from ray_jobs._data import MaskCollateFn
 
-    return list(ds.iterator().iter_torch_batches(batch_size=batch_size,
-                                                 collate_fn=MaskCollateFn(MaskConfig(), grid=12, seed=seed)))
+    return list(
+        ds.iterator().iter_torch_batches(
+            batch_size=batch_size, collate_fn=MaskCollateFn(MaskConfig(), grid=12, seed=seed)
+        )
+    )
 
 
 def test_stream_yields_shaped_normalised_batches_equal_to_the_reference_transform(ray_local, shards):
     import ray
+
     from ray_jobs._data import training_dataset
 
     ctx = ray.data.DataContext.get_current()
@@ -62,8 +66,10 @@ def test_stream_yields_shaped_normalised_batches_equal_to_the_reference_transfor
     ref_s1 = torch.stack([stack_s1(p["bands"], stats=stats) for p in pairs])
     assert torch.allclose(s2, ref_s2, atol=1e-5) and torch.allclose(s1, ref_s1, atol=1e-5)
     from hqjepa.data.labels import to_multi_hot
-    assert torch.equal(labels, torch.tensor(np.stack([to_multi_hot(p["labels19"]) for p in pairs]),
-                                            dtype=torch.float32))
+
+    assert torch.equal(
+        labels, torch.tensor(np.stack([to_multi_hot(p["labels19"]) for p in pairs]), dtype=torch.float32)
+    )
 
 
 def test_stream_keeps_one_split_normalised_by_its_statistics(ray_local, shards):
@@ -103,10 +109,13 @@ def test_stream_feeds_a_ray_train_worker(ray_local, shards, tmp_path):
     from ray_jobs._data import training_dataset
 
     out = tmp_path / "seen.json"
-    trainer = TorchTrainer(_worker_loop, train_loop_config={"out": str(out), "shards": str(shards)},
-                           datasets={"train": training_dataset(shards, split=None)},
-                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                           run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="stream"))
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"out": str(out), "shards": str(shards)},
+        datasets={"train": training_dataset(shards, split=None)},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(tmp_path / "runs"), name="stream"),
+    )
     result = trainer.fit()
     assert result.error is None
     assert json.loads(out.read_text()) == [N, N]
@@ -121,13 +130,13 @@ def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     shutil.copytree(shards, bad)
     victim = bad / "part-00001.parquet"
     data = victim.read_bytes()
-    victim.write_bytes(data[:-200])                           # footer gone: caught before Ray reads
+    victim.write_bytes(data[:-200])  # footer gone: caught before Ray reads
     with pytest.raises(ShardError, match=str(victim)):
         training_dataset(bad)
-    damaged = bytearray(data)                                 # footer fine, data pages damaged
-    damaged[len(data) // 3: len(data) // 3 + 20000] = os.urandom(20000)
+    damaged = bytearray(data)  # footer fine, data pages damaged
+    damaged[len(data) // 3 : len(data) // 3 + 20000] = os.urandom(20000)
     victim.write_bytes(bytes(damaged))
-    ds = training_dataset(bad, split=None)                    # footers pass
+    ds = training_dataset(bad, split=None)  # footers pass
     with pytest.raises(ShardError, match=str(victim)) as info:
         list(torch_batches(ds.iterator(), 4, MaskCollateFn(MaskConfig(), grid=12), bad))
     assert str(bad / "part-00000.parquet") not in str(info.value)

@@ -15,20 +15,33 @@ from hqjepa.data.dataset import SyntheticPairs
 from hqjepa.data.synthetic import area_average, render_batch, render_scene
 from hqjepa.data.transforms import BandStats, normalise, resample_to, stack_s1, stack_s2
 
-
 # --- labels ---------------------------------------------------------------------------------------
+
 
 def test_nomenclatures_and_official_conversion():
     assert len(L.LABELS43) == 43 and len(set(L.LABELS43)) == 43
     assert len(L.LABELS19) == 19 and len(set(L.LABELS19)) == 19
     unmapped = sorted(n for n, v in L.CONVERSION_43_TO_19.items() if v is None)
-    assert unmapped == sorted([
-        "Road and rail networks and associated land", "Port areas", "Airports", "Mineral extraction sites",
-        "Dump sites", "Construction sites", "Green urban areas", "Sport and leisure facilities",
-        "Bare rock", "Burnt areas", "Intertidal flats"])
+    assert unmapped == sorted(
+        [
+            "Road and rail networks and associated land",
+            "Port areas",
+            "Airports",
+            "Mineral extraction sites",
+            "Dump sites",
+            "Construction sites",
+            "Green urban areas",
+            "Sport and leisure facilities",
+            "Bare rock",
+            "Burnt areas",
+            "Intertidal flats",
+        ]
+    )
     assert set(v for v in L.CONVERSION_43_TO_19.values() if v) == set(L.LABELS19)
     assert L.labels43_to_19(["Sea and ocean", "Estuaries", "Airports", "Continuous urban fabric"]) == [
-        "Urban fabric", "Marine waters"]
+        "Urban fabric",
+        "Marine waters",
+    ]
     assert L.labels43_to_19(["Bare rock"]) == []
     assert L.CLC_CODES43[L.LABELS43.index("Sea and ocean")] == 523
 
@@ -48,6 +61,7 @@ def test_multi_hot_roundtrip_and_unknown_names():
 
 # --- generator ------------------------------------------------------------------------------------
 
+
 def test_scene_shapes_dtypes_and_labels():
     batch = render_batch(np.random.default_rng(1), 24)
     assert batch.landcover.shape == (24, 120, 120) and batch.landcover.dtype == np.uint8
@@ -60,7 +74,7 @@ def test_scene_shapes_dtypes_and_labels():
         assert np.isfinite(batch.s1[b]).all()
     # labels are exactly the classes covering more than 1 % of the map
     for i in range(24):
-        frac = np.bincount(batch.landcover[i].ravel(), minlength=43) / 120 ** 2
+        frac = np.bincount(batch.landcover[i].ravel(), minlength=43) / 120**2
         assert set(np.flatnonzero(batch.labels43[i])) == set(np.flatnonzero(frac > 0.01))
         s = batch.scene(i)
         assert s.labels19 == L.labels43_to_19(s.labels43)
@@ -123,8 +137,10 @@ def test_classes_sharing_a_spectrum_differ_in_texture():
     """Water is smooth, pasture nearly so, arable land a patchwork of parcels; orchard rows put
     their power at periods of 3-5 px; dense urban blocks (3 px) decorrelate faster than industrial
     halls (7 px), although both classes share the 'urban' archetype spectrum."""
-    std = {n: float(_single_class(n).std(axis=(-2, -1)).mean())
-           for n in ("Water bodies", "Pastures", "Non-irrigated arable land")}
+    std = {
+        n: float(_single_class(n).std(axis=(-2, -1)).mean())
+        for n in ("Water bodies", "Pastures", "Non-irrigated arable land")
+    }
     assert max(std["Water bodies"], std["Pastures"]) < 0.25 * std["Non-irrigated arable land"]
     assert _band_power(_single_class("Vineyards"), 2.8, 5.5) > 0.5 > _band_power(_single_class("Pastures"), 2.8, 5.5)
 
@@ -145,13 +161,18 @@ def test_area_average_is_exact_for_integer_and_fractional_factors():
 
 # --- transforms -----------------------------------------------------------------------------------
 
+
 def test_resampling_is_torch_bilinear_without_antialias():
     rng = np.random.default_rng(0)
-    bands = {"B05": rng.random((2, 60, 60)).astype(np.float32), "B01": rng.random((2, 20, 20)).astype(np.float32),
-             "B02": rng.random((2, 120, 120)).astype(np.float32)}
+    bands = {
+        "B05": rng.random((2, 60, 60)).astype(np.float32),
+        "B01": rng.random((2, 20, 20)).astype(np.float32),
+        "B02": rng.random((2, 120, 120)).astype(np.float32),
+    }
     out = resample_to(bands, 120)
-    ref = F.interpolate(torch.from_numpy(bands["B05"])[:, None], size=(120, 120), mode="bilinear",
-                        align_corners=False, antialias=False)[:, 0].numpy()
+    ref = F.interpolate(
+        torch.from_numpy(bands["B05"])[:, None], size=(120, 120), mode="bilinear", align_corners=False, antialias=False
+    )[:, 0].numpy()
     assert np.allclose(out["B05"], ref) and out["B01"].shape == (2, 120, 120)
     assert np.array_equal(out["B02"], bands["B02"])
     const = resample_to({"B09": np.full((20, 20), 7, np.uint16)}, 120)["B09"]
@@ -175,6 +196,7 @@ def test_stack_and_normalise_in_band_order():
 
 
 # --- dataset and collate --------------------------------------------------------------------------
+
 
 def test_synthetic_pairs_and_collate_give_the_training_batch_contract():
     ds = SyntheticPairs(40, seed=1)

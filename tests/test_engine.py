@@ -53,8 +53,19 @@ def test_steps_update_student_and_teacher_and_report_metrics():
     tea0 = [p.clone() for p in t.core.teacher.parameters()]
     m = t.train_step([b, _batch(t.cfg, seed=1)])  # two micro-batches
     assert t.step == 1 and m["samples"] == 8
-    for k in ("loss", "loss_pred", "loss_cm", "loss_sig", "loss_fqs", "fqs_gap", "lr", "ema_momentum",
-              "grad_norm", "weight_decay", "w_pred"):
+    for k in (
+        "loss",
+        "loss_pred",
+        "loss_cm",
+        "loss_sig",
+        "loss_fqs",
+        "fqs_gap",
+        "lr",
+        "ema_momentum",
+        "grad_norm",
+        "weight_decay",
+        "w_pred",
+    ):
         assert k in m and math.isfinite(m[k])
     assert any(not torch.equal(a, b) for a, b in zip(s0, t.core.student.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(tea0, t.core.teacher.parameters()))
@@ -128,8 +139,8 @@ def test_synthetic_epoch_draws_only_the_batches_its_steps_use():
 
     base = {"data.synthetic_pairs": 24, "optim.batch_size": 4, "model.depth": 2}
     full = ids(synthetic_loader(load_config(tiny, base), 0))
-    assert len(full) == 6 and len({x for b in full for x in b}) == 24      # every pair once
+    assert len(full) == 6 and len({x for b in full for x in b}) == 24  # every pair once
     short = ids(synthetic_loader(load_config(tiny, {**base, "train.steps_per_epoch": 2}), 0))
-    assert short == full[:2]                                                # same order, cut
+    assert short == full[:2]  # same order, cut
     long = ids(synthetic_loader(load_config(tiny, {**base, "train.steps_per_epoch": 9}), 0))
     assert len(long) == 9 and long[:6] == full

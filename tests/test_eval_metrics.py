@@ -18,11 +18,12 @@ def one_hot_logits(pred: torch.Tensor, n: int) -> torch.Tensor:
 
 def test_accuracy():
     y = torch.tensor([0, 1, 2, 2, 1])
-    pred = torch.tensor([0, 2, 2, 2, 0])          # 3 of 5 right
+    pred = torch.tensor([0, 2, 2, 2, 0])  # 3 of 5 right
     assert score("multiclass", 3, one_hot_logits(pred, 3), y) == pytest.approx(60.0)
     # micro accuracy, not the mean of per-class recalls (that would be (1 + 0 + 1) / 3 = 66.7)
-    assert score("multiclass", 2, one_hot_logits(torch.tensor([1, 1, 1, 1]), 2), torch.tensor([1, 1, 1, 0])) == \
-        pytest.approx(75.0)
+    assert score(
+        "multiclass", 2, one_hot_logits(torch.tensor([1, 1, 1, 1]), 2), torch.tensor([1, 1, 1, 0])
+    ) == pytest.approx(75.0)
 
 
 def test_multilabel_f1_is_micro_at_threshold_half():
@@ -53,7 +54,7 @@ def test_metrics_accumulate_over_batches_like_one_shot():
     m.update(logits[2:], y[2:])
     assert m.compute() == pytest.approx(score("segmentation", 4, logits, y))
     # the confusion matrix is pooled over the split, not averaged per image
-    per_image = sum(score("segmentation", 4, logits[i:i + 1], y[i:i + 1]) for i in range(6)) / 6
+    per_image = sum(score("segmentation", 4, logits[i : i + 1], y[i : i + 1]) for i in range(6)) / 6
     assert m.compute() != pytest.approx(per_image)
     with pytest.raises(ValueError, match="unknown task kind"):
         TaskMetric("regression", 2)

@@ -15,19 +15,32 @@ from hqjepa.checkpoint import export_encoder
 from hqjepa.config import config_from_dict, save_config
 from hqjepa.eval.config import eval_config_from_dict
 from hqjepa.eval.geobench import TASKS
-from hqjepa.eval.runner import (EvalJob, feature_seeds, load_job_encoder, run_extract, run_finetune, run_job,
-                                run_linear)
+from hqjepa.eval.runner import EvalJob, feature_seeds, load_job_encoder, run_extract, run_finetune, run_job, run_linear
 from hqjepa.eval.synth_geobench import write_benchmark
 from hqjepa.models.encoder import build_encoder
 
-TINY_MODEL = {"image_size": 40, "patch_size": 10, "embed_dim": 16, "depth": 2, "num_heads": 2, "d_state": 4,
-              "predictor_embed_dim": 16, "predictor_depth": 1, "predictor_heads": 2, "s1_embed_dim": 16,
-              "s1_depth": 1, "s1_heads": 2, "fusion_heads": 2}
-TINY_EVAL = eval_config_from_dict({
-    "run": {"seeds": [0], "classification_size": 40, "segmentation_size": 40},
-    "linear": {"epochs": 2, "lrs": [0.01], "batch_size": 8, "extract_batch_size": 4},
-    "finetune": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0},
-}).to_dict()
+TINY_MODEL = {
+    "image_size": 40,
+    "patch_size": 10,
+    "embed_dim": 16,
+    "depth": 2,
+    "num_heads": 2,
+    "d_state": 4,
+    "predictor_embed_dim": 16,
+    "predictor_depth": 1,
+    "predictor_heads": 2,
+    "s1_embed_dim": 16,
+    "s1_depth": 1,
+    "s1_heads": 2,
+    "fusion_heads": 2,
+}
+TINY_EVAL = eval_config_from_dict(
+    {
+        "run": {"seeds": [0], "classification_size": 40, "segmentation_size": 40},
+        "linear": {"epochs": 2, "lrs": [0.01], "batch_size": 8, "extract_batch_size": 4},
+        "finetune": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0},
+    }
+).to_dict()
 
 
 def tiny_cfg(**model):
@@ -46,11 +59,27 @@ def env(tmp_path_factory):
     return root
 
 
-def job(env: Path, task: str, protocol: str = "linear", seed: int = 0, encoder: str = "checkpoint",
-        bench: Path | None = None, checkpoint: Path | None = None, model_config: str | None = None,
-        eval_config: dict | None = None) -> EvalJob:
-    return EvalJob(task, protocol, seed, encoder, str(checkpoint or env / "export.pt"),
-                   str(bench or env / "geobench"), eval_config or TINY_EVAL, model_config)
+def job(
+    env: Path,
+    task: str,
+    protocol: str = "linear",
+    seed: int = 0,
+    encoder: str = "checkpoint",
+    bench: Path | None = None,
+    checkpoint: Path | None = None,
+    model_config: str | None = None,
+    eval_config: dict | None = None,
+) -> EvalJob:
+    return EvalJob(
+        task,
+        protocol,
+        seed,
+        encoder,
+        str(checkpoint or env / "export.pt"),
+        str(bench or env / "geobench"),
+        eval_config or TINY_EVAL,
+        model_config,
+    )
 
 
 def assert_ok(record: dict) -> None:
@@ -66,7 +95,9 @@ def test_linear_probe_every_task(env, task):
     assert record["metric"] == TASKS[task].metric and record["lr"] == 0.01 and 1 <= record["epoch"] <= 2
 
 
-@pytest.mark.parametrize("task", ["m-bigearthnet", "m-so2sat", "m-cashew-plant"])  # multi-label, multi-class, segmentation
+@pytest.mark.parametrize(
+    "task", ["m-bigearthnet", "m-so2sat", "m-cashew-plant"]
+)  # multi-label, multi-class, segmentation
 def test_finetune_each_task_kind(env, task):
     assert_ok(run_job(job(env, task, "finetune")))
 
@@ -78,9 +109,10 @@ def test_finetune_updates_the_encoder_at_the_lower_rate(env, monkeypatch):
     def spy(groups, **kw):
         seen["lrs"] = [g["lr"] for g in groups]
         return real(groups, **kw)
+
     monkeypatch.setattr(torch.optim, "AdamW", spy)
     assert_ok(run_finetune(job(env, "m-eurosat", "finetune")))
-    assert seen["lrs"] == [pytest.approx(1e-3 * 0.1), pytest.approx(1e-3)]   # encoder, head
+    assert seen["lrs"] == [pytest.approx(1e-3 * 0.1), pytest.approx(1e-3)]  # encoder, head
 
 
 def test_features_are_shared_across_seeds(env):
@@ -126,8 +158,12 @@ def test_random_init_baseline_uses_the_same_architecture(env):
 
 def test_random_init_seed_null_draws_one_random_encoder_per_seed(env):
     per_seed = {**TINY_EVAL, "run": {**TINY_EVAL["run"], "random_init_seed": None}}
-    weights = {seed: load_job_encoder(job(env, "m-eurosat", seed=seed, encoder="random-init",
-                                          eval_config=per_seed))[0].state_dict() for seed in (0, 1)}
+    weights = {
+        seed: load_job_encoder(job(env, "m-eurosat", seed=seed, encoder="random-init", eval_config=per_seed))[
+            0
+        ].state_dict()
+        for seed in (0, 1)
+    }
     fixed = load_job_encoder(job(env, "m-eurosat", seed=1, encoder="random-init"))[0].state_dict()
     assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), fixed.values()))  # seed 0 == fixed seed 0
     assert not all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
@@ -148,9 +184,9 @@ def test_bad_inputs_are_named_and_other_tasks_finish(env, tmp_path):
     bench = tmp_path / "geobench"
     shutil.copytree(env / "geobench", bench)
     eurosat = bench / "classification_v1.0" / "m-eurosat"
-    (eurosat / "id_0001.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)          # corrupt sample file
+    (eurosat / "id_0001.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # corrupt sample file
     kiln = bench / "classification_v1.0" / "m-brick-kiln"
-    for sample in kiln.glob("*.hdf5"):                                                # a band missing in every sample
+    for sample in kiln.glob("*.hdf5"):  # a band missing in every sample
         with h5py.File(sample, "a") as f:
             del f["04 - Red"]
     truncated = tmp_path / "truncated.pt"
@@ -162,17 +198,23 @@ def test_bad_inputs_are_named_and_other_tasks_finish(env, tmp_path):
         "mismatch": run_job(job(env, "m-so2sat", model_config=str(env / "other.yaml"))),
         "truncated": run_job(job(env, "m-so2sat", "finetune", checkpoint=truncated)),
         "fine": run_job(job(env, "m-so2sat", bench=bench)),
-        "baseline": run_job(job(env, "m-so2sat", encoder="random-init", model_config=str(env / "tiny.yaml"),
-                                checkpoint=truncated)),
+        "baseline": run_job(
+            job(env, "m-so2sat", encoder="random-init", model_config=str(env / "tiny.yaml"), checkpoint=truncated)
+        ),
     }
     err = {k: r["error"] for k, r in records.items() if r["status"] == "error"}
     assert set(err) == {"corrupt", "band", "mismatch", "truncated"}
-    assert err["corrupt"].startswith("m-eurosat / linear / checkpoint / seed 0: GeoBenchFormatError: m-eurosat: "
-                                     "sample file id_0001.hdf5 is corrupt or not HDF5")
-    assert re.search(r"m-brick-kiln: sample file id_000\d.hdf5 lacks band '04 - Red' listed in task_specs.pkl",
-                     err["band"])
+    assert err["corrupt"].startswith(
+        "m-eurosat / linear / checkpoint / seed 0: GeoBenchFormatError: m-eurosat: "
+        "sample file id_0001.hdf5 is corrupt or not HDF5"
+    )
+    assert re.search(
+        r"m-brick-kiln: sample file id_000\d.hdf5 lacks band '04 - Red' listed in task_specs.pkl", err["band"]
+    )
     assert err["mismatch"].startswith("m-so2sat / linear / checkpoint / seed 0: CheckpointError: checkpoint ")
-    assert "export.pt was made by a different architecture (model.embed_dim: checkpoint 16 vs config 24" in err["mismatch"]
+    assert (
+        "export.pt was made by a different architecture (model.embed_dim: checkpoint 16 vs config 24" in err["mismatch"]
+    )
     assert "CheckpointError" in err["truncated"] and "truncated.pt is truncated" in err["truncated"]
     assert_ok(records["fine"])
-    assert_ok(records["baseline"])   # the baseline's architecture comes from --config when the file is unreadable
+    assert_ok(records["baseline"])  # the baseline's architecture comes from --config when the file is unreadable

@@ -21,7 +21,13 @@ from hqjepa.eval.band_map import map_bands, s2_band_of
 from hqjepa.eval.dataset import GeoBenchSplit, native_input_size
 from hqjepa.eval.geobench import TASKS, GeoBenchTask, parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.safe_pickle import (
-    GeoBenchFormatError, Sentinel1, Sentinel2, TaskSpecifications, UnsafePickleError, dumps_geobench, loads_attr,
+    GeoBenchFormatError,
+    Sentinel1,
+    Sentinel2,
+    TaskSpecifications,
+    UnsafePickleError,
+    dumps_geobench,
+    loads_attr,
     safe_loads,
 )
 
@@ -39,7 +45,7 @@ def test_reader_matches_geobench_reading(name):
     task = GeoBenchTask(FIXTURES, name)
     exp = EXPECTED["tasks"][name]
     assert task.dir == FIXTURES / exp["dir"]
-    assert task.band_names == exp["band_names"]                      # order from the pickled task specs
+    assert task.band_names == exp["band_names"]  # order from the pickled task specs
     assert type(task.label_type).__name__ == exp["label_type"]
     assert task.n_classes == exp["n_classes"]
     assert task.partition("default") == exp["partitions"]["default"]
@@ -67,9 +73,9 @@ def test_bands_are_read_by_name_not_by_hdf5_position():
     task = GeoBenchTask(FIXTURES, "m-so2sat")
     s = task.read_sample("id_0000", bands=["02 - Blue", "01 - VH.Real"])
     # fixture pixels encode the band's position k in the task's list: 1000 (k + 1) + noise
-    assert 9000 <= s.bands["02 - Blue"].mean() < 9200                # k = 8: after the 8 S1 components
-    assert s.bands["01 - VH.Real"].mean() < 1.0                      # S1 components are small floats
-    cashew = GeoBenchTask(FIXTURES, "m-cashew-plant")                # dated bands: "02 - Blue_2019-11-10"
+    assert 9000 <= s.bands["02 - Blue"].mean() < 9200  # k = 8: after the 8 S1 components
+    assert s.bands["01 - VH.Real"].mean() < 1.0  # S1 components are small floats
+    cashew = GeoBenchTask(FIXTURES, "m-cashew-plant")  # dated bands: "02 - Blue_2019-11-10"
     with h5py.File(cashew.sample_path("id_0000")) as f:
         assert "02 - Blue_2019-11-10" in f and "02 - Blue" not in f
     assert 2000 <= cashew.read_sample("id_0000", ["02 - Blue"]).bands["02 - Blue"].mean() < 2200
@@ -100,7 +106,7 @@ def test_band_mapping_per_task():
     assert m.missing == ("B01", "B09")
     assert m.source["B8A"] == "08A - Vegetation Red Edge" and m.source["B02"] == "02 - Blue"
     assert set(m.dropped) == {b.name for b in so2sat.band_infos if isinstance(b, Sentinel1)}
-    assert s2_band_of(so2sat.band_infos[0]) is None                   # "01 - VH.Real" is not B01
+    assert s2_band_of(so2sat.band_infos[0]) is None  # "01 - VH.Real" is not B01
     with pytest.raises(GeoBenchFormatError, match=r"m-so2sat: provides 10 of the encoder's 12 bands; missing B01, B09"):
         map_bands("m-so2sat", so2sat.band_infos, S2_BANDS, max_missing=1)
     eurosat = map_bands("m-eurosat", GeoBenchTask(FIXTURES, "m-eurosat").band_infos, S2_BANDS)
@@ -108,24 +114,36 @@ def test_band_mapping_per_task():
     crop = map_bands("m-SA-crop-type", GeoBenchTask(FIXTURES, "m-SA-crop-type").band_infos, S2_BANDS)
     assert crop.missing == () and crop.dropped == ("Cloud Probability",)
     ben = map_bands("m-bigearthnet", GeoBenchTask(FIXTURES, "m-bigearthnet").band_infos, S2_BANDS)
-    assert [ben.source[b][:3] for b in S2_BANDS] == ["01 ", "02 ", "03 ", "04 ", "05 ", "06 ", "07 ", "08 ",
-                                                      "08A", "09 ", "11 ", "12 "]
+    assert [ben.source[b][:3] for b in S2_BANDS] == [
+        "01 ",
+        "02 ",
+        "03 ",
+        "04 ",
+        "05 ",
+        "06 ",
+        "07 ",
+        "08 ",
+        "08A",
+        "09 ",
+        "11 ",
+        "12 ",
+    ]
 
 
 def test_dataset_normalises_fills_and_resizes():
     task = GeoBenchTask(FIXTURES, "m-so2sat")
-    ds = GeoBenchSplit(task, "train", S2_BANDS, input_size=32)          # native size: no resampling
+    ds = GeoBenchSplit(task, "train", S2_BANDS, input_size=32)  # native size: no resampling
     x, y = ds[0]
     assert x.shape == (12, 32, 32) and y.dtype.is_floating_point is False
     stats = task.band_stats()
     raw = task.read_sample(ds.names[0], ["02 - Blue"]).bands["02 - Blue"].astype(np.float64)
     np.testing.assert_allclose(x[1].numpy(), (raw - stats["02 - Blue"].mean) / stats["02 - Blue"].std, rtol=1e-5)
-    assert float(x[0].abs().max()) == 0.0 and float(x[9].abs().max()) == 0.0   # B01, B09: the band mean
+    assert float(x[0].abs().max()) == 0.0 and float(x[9].abs().max()) == 0.0  # B01, B09: the band mean
     x40, _ = GeoBenchSplit(task, "train", S2_BANDS, input_size=40)[0]
     assert x40.shape == (12, 40, 40) and abs(float(x40[1].mean() - x[1].mean())) < 0.01
     seg = GeoBenchSplit(GeoBenchTask(FIXTURES, "m-cashew-plant"), "test", S2_BANDS, input_size=30)
     xs, ys = seg[0]
-    assert xs.shape == (12, 30, 30) and ys.shape == (32, 32)             # the mask keeps its pixels
+    assert xs.shape == (12, 30, 30) and ys.shape == (32, 32)  # the mask keeps its pixels
     assert [native_input_size(n, 10) for n in (32, 64, 120, 256, 4)] == [30, 60, 120, 260, 10]
 
 
@@ -138,16 +156,18 @@ def _copy_task(tmp_path: Path, name: str) -> Path:
 
 def test_corrupt_and_incomplete_samples_are_named(tmp_path):
     d = _copy_task(tmp_path, "m-eurosat")
-    (d / "id_0001.hdf5").write_bytes((d / "id_0001.hdf5").read_bytes()[:5000])      # truncated
+    (d / "id_0001.hdf5").write_bytes((d / "id_0001.hdf5").read_bytes()[:5000])  # truncated
     task = GeoBenchTask(tmp_path, "m-eurosat")
     with pytest.raises(GeoBenchFormatError, match=r"^m-eurosat: sample file id_0001.hdf5 is corrupt or not HDF5"):
         task.read_sample("id_0001")
-    with h5py.File(d / "id_0002.hdf5", "a") as f:                                      # a band removed
+    with h5py.File(d / "id_0002.hdf5", "a") as f:  # a band removed
         del f["04 - Red"]
     with pytest.raises(GeoBenchFormatError, match=r"m-eurosat: sample file id_0002.hdf5 lacks band '04 - Red'"):
         task.read_sample("id_0002")
     (d / "id_0003.hdf5").unlink()
-    with pytest.raises(GeoBenchFormatError, match=r"sample file id_0003.hdf5 \(listed in the partition\) does not exist"):
+    with pytest.raises(
+        GeoBenchFormatError, match=r"sample file id_0003.hdf5 \(listed in the partition\) does not exist"
+    ):
         task.read_sample("id_0003")
     (d / "band_stats.json").write_text("{not json")
     with pytest.raises(GeoBenchFormatError, match=r"m-eurosat: band_stats.json is not valid JSON"):
@@ -159,6 +179,7 @@ def test_corrupt_and_incomplete_samples_are_named(tmp_path):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo pwned",))
 
 
@@ -193,7 +214,7 @@ def test_stand_ins_are_written_under_geobench_names():
 def test_benchmark_dir_from_flag_or_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("GEO_BENCH_DIR", str(FIXTURES))
     assert resolve_benchmark_dir() == FIXTURES
-    assert resolve_benchmark_dir(tmp_path) == tmp_path                # the flag wins
+    assert resolve_benchmark_dir(tmp_path) == tmp_path  # the flag wins
     monkeypatch.delenv("GEO_BENCH_DIR")
     with pytest.raises(GeoBenchFormatError, match="--benchmark-dir or set GEO_BENCH_DIR"):
         resolve_benchmark_dir()

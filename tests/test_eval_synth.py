@@ -35,8 +35,10 @@ def test_same_layout_as_geobench(bench, name):
     assert task.dir == bench / ref["dir"]
     assert task.band_names == ref["band_names"]
     assert type(task.label_type).__name__ == ref["label_type"] and task.n_classes == ref["n_classes"]
-    assert [type(b).__name__ for b in task.band_infos] == [type(b).__name__ for b in GeoBenchTask(FIXTURES, name).band_infos]
-    assert task.specs.patch_size == (TASKS[name].size_px,) * 2                       # GeoBench's real sizes
+    assert [type(b).__name__ for b in task.band_infos] == [
+        type(b).__name__ for b in GeoBenchTask(FIXTURES, name).band_infos
+    ]
+    assert task.specs.patch_size == (TASKS[name].size_px,) * 2  # GeoBench's real sizes
     assert task.partition() == {"train": ["id_0000", "id_0001"], "valid": ["id_0002"], "test": ["id_0003"]}
     assert set(task.band_names) <= set(task.band_stats())
     for sample in ("id_0000", "id_0003"):
@@ -44,14 +46,18 @@ def test_same_layout_as_geobench(bench, name):
         assert all(a.shape == (TASKS[name].size_px,) * 2 for a in s.bands.values())
         if ref["label_type"] == "SegmentationClasses":
             assert s.label.shape == (TASKS[name].size_px,) * 2
-    with h5py.File(task.sample_path("id_0000")) as f, \
-            h5py.File(GeoBenchTask(FIXTURES, name).sample_path("id_0000")) as g:
+    with (
+        h5py.File(task.sample_path("id_0000")) as f,
+        h5py.File(GeoBenchTask(FIXTURES, name).sample_path("id_0000")) as g,
+    ):
         fa, ga = loads_attr(f.attrs["pickle"]), loads_attr(g.attrs["pickle"])
+
         def undated(descriptors):
             return [d.split("_")[0] for d in descriptors]
-        assert undated(fa["bands_order"]) == undated(ga["bands_order"])            # same bands, same order
+
+        assert undated(fa["bands_order"]) == undated(ga["bands_order"])  # same bands, same order
         assert [f[d].dtype for d in fa["bands_order"]] == [g[d].dtype for d in ga["bands_order"]]
-        assert set(fa[fa["bands_order"][0]]) == set(ga[ga["bands_order"][0]])     # same per-band attrs
+        assert set(fa[fa["bands_order"][0]]) == set(ga[ga["bands_order"][0]])  # same per-band attrs
         assert ("label" in fa) == ("label" in ga)
         # the pickles name geobench's classes, so geobench's own load_sample reads these files
         ops = {arg for _, arg, _ in pickletools.genops(ast.literal_eval(f.attrs["pickle"])) if isinstance(arg, str)}
@@ -62,13 +68,14 @@ def test_labels_follow_the_scene(bench):
     ben = GeoBenchTask(bench, "m-bigearthnet")
     assert ben.read_sample("id_0000").label.sum() >= 1
     crop = GeoBenchTask(bench, "m-SA-crop-type").read_sample("id_0001").label
-    assert crop.min() >= 0 and crop.max() < 10 and len(np.unique(crop)) >= 2       # several crops per field map
+    assert crop.min() >= 0 and crop.max() < 10 and len(np.unique(crop)) >= 2  # several crops per field map
     kiln = [GeoBenchTask(bench, "m-brick-kiln").read_sample(f"id_{i:04d}").label for i in range(4)]
     assert set(kiln) <= {0, 1}
 
 
 def test_eurosat_class_is_the_dominant_cover(tmp_path):
     from hqjepa.data.synthetic import render_batch
+
     d = write_task(tmp_path, "m-eurosat", 6, seed=1)
     assert d == tmp_path / "classification_v1.0" / "m-eurosat"
     # redraw the same scenes: the writer's rng stream is (seed, task index)

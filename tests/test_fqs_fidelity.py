@@ -11,8 +11,7 @@ from hqjepa.quantum.fidelity import swap_test_fidelity
 from hqjepa.quantum.statevector import register_state
 
 
-def _angles(batch: int, l_enc: int, l_pred: int, dtype=torch.float64, seed: int = 0,
-            spread: float = 0.4):
+def _angles(batch: int, l_enc: int, l_pred: int, dtype=torch.float64, seed: int = 0, spread: float = 0.4):
     """Random angles where teacher = student + noise, so fidelities are spread over (0, 1)."""
     g = torch.Generator().manual_seed(seed)
     student = (torch.rand(batch, l_enc, 5, 3, generator=g, dtype=dtype) * 2 - 1) * math.pi
@@ -77,8 +76,7 @@ def test_register_state_matches_pennylane_state():
 
 def test_gradcheck_hand_written_backward():
     angles = _angles(2, 2, 1, seed=11)
-    assert torch.autograd.gradcheck(lambda s, t, p: swap_test_fidelity(s, t, p), angles,
-                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda s, t, p: swap_test_fidelity(s, t, p), angles, fast_mode=True)
 
 
 def test_interleaved_calls_keep_their_own_values_and_gradients():
@@ -88,7 +86,7 @@ def test_interleaved_calls_keep_their_own_values_and_gradients():
     ref = [_value_and_grads("statevector", x, torch.ones(len(x[0]), dtype=torch.float64)) for x in (a, b)]
     fa = swap_test_fidelity(*a)
     fb = swap_test_fidelity(*b)
-    swap_test_fidelity(*_angles(32, 2, 1, seed=23))            # grows every scratch buffer
+    swap_test_fidelity(*_angles(32, 2, 1, seed=23))  # grows every scratch buffer
     ga = torch.autograd.grad(fa.sum() + fb.sum(), a + b)
     for (f_ref, g_ref), f, g in ((ref[0], fa, ga[:3]), (ref[1], fb, ga[3:])):
         assert torch.equal(f.detach(), f_ref)
@@ -136,7 +134,7 @@ def test_ry_only_closed_form():
     """
     student, teacher, predictor = _angles(32, 2, 1, seed=9, spread=0.8)
     ry_only = [x * torch.tensor([1.0, 0.0, 0.0], dtype=x.dtype) for x in (student, teacher, predictor)]
-    a = ry_only[0][..., 0].sum(1) + ry_only[2][..., 0].sum(1)        # [B, 5]
+    a = ry_only[0][..., 0].sum(1) + ry_only[2][..., 0].sum(1)  # [B, 5]
     b = ry_only[1][..., 0].sum(1)
     closed = torch.cos((a - b) / 2).pow(2).prod(-1)
     f = swap_test_fidelity(*ry_only)
@@ -171,8 +169,7 @@ def test_autocast_keeps_full_precision():
 
 
 def test_empty_batch():
-    s, t, p = (torch.zeros(0, 2, 5, 3, requires_grad=True), torch.zeros(0, 2, 5, 3),
-               torch.zeros(0, 1, 5, 3))
+    s, t, p = (torch.zeros(0, 2, 5, 3, requires_grad=True), torch.zeros(0, 2, 5, 3), torch.zeros(0, 1, 5, 3))
     f = swap_test_fidelity(s, t, p)
     assert f.shape == (0,)
     f.sum().backward()
@@ -184,8 +181,7 @@ def test_cuda_matches_cpu():
     angles = _angles(32, 2, 1, seed=19)
     f_cpu, g_cpu = _value_and_grads("statevector", angles, torch.ones(32, dtype=torch.float64))
     angles_cuda = [x.detach().cuda().requires_grad_() for x in angles]
-    f, g = _value_and_grads("statevector", angles_cuda, torch.ones(32, dtype=torch.float64,
-                                                                     device="cuda"))
+    f, g = _value_and_grads("statevector", angles_cuda, torch.ones(32, dtype=torch.float64, device="cuda"))
     assert f.device.type == "cuda"
     assert (f.cpu() - f_cpu).abs().max() < 1e-12
     for a, b in zip(g, g_cpu):

@@ -15,7 +15,7 @@ from hqjepa.quantum.head import FQSHead, FQSOutput
 def _inputs(batch: int = 6, blocks: int = 4, dim: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ctx = torch.randn(batch, dim, generator=g, requires_grad=True)
-    tgt = torch.randn(batch, blocks, dim, generator=g)       # teacher: arrives detached
+    tgt = torch.randn(batch, blocks, dim, generator=g)  # teacher: arrives detached
     query = torch.randn(batch, blocks, dim, generator=g, requires_grad=True)
     return ctx, tgt, query
 

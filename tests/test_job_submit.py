@@ -54,16 +54,36 @@ def head():
     # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent".
     # The raylet's own two ports too: left to the OS, one once took the agent's gRPC port chosen here (the agent
     # died, the raylet with it, and the dashboard went away mid-test).
-    node_ports = [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
-                   f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
-                   f"--object-manager-port={object_manager}", f"--node-manager-port={node_manager}"]
+    node_ports = [
+        f"--dashboard-agent-listen-port={listen}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
+        f"--object-manager-port={object_manager}",
+        f"--node-manager-port={node_manager}",
+    ]
     temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
-    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}",
-                             f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}", *node_ports], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus=2",
+            f"--port={gcs}",
+            f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+            *node_ports,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{dash}"
     try:
         for _ in range(120):
@@ -87,23 +107,52 @@ def test_job_submit_with_token_runs_pretraining(head, tmp_path):
     assert _status(f"{url}/api/version", None) == 401
     no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN",)}
     no_token.update(RAY_API_SERVER_ADDRESS=url, HOME=str(tmp_path))  # no ~/.ray/auth_token either
-    denied = subprocess.run([str(BIN / "ray"), "job", "list"], env=no_token, capture_output=True, text=True,
-                            timeout=120)
+    denied = subprocess.run(
+        [str(BIN / "ray"), "job", "list"], env=no_token, capture_output=True, text=True, timeout=120
+    )
     assert denied.returncode != 0
 
     storage = tmp_path / "runs"
-    args = ["python", "ray_jobs/pretrain.py", "--config", "configs/tiny.yaml", "--workers", "1",
-            "--max-steps", "2", "--storage", str(storage), "--experiment", "submitted",
-            "--cache-dir", str(tmp_path / "cache"), "--set", "data.synthetic_pairs=48"]
+    args = [
+        "python",
+        "ray_jobs/pretrain.py",
+        "--config",
+        "configs/tiny.yaml",
+        "--workers",
+        "1",
+        "--max-steps",
+        "2",
+        "--storage",
+        str(storage),
+        "--experiment",
+        "submitted",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--set",
+        "data.synthetic_pairs=48",
+    ]
     for s in SMALL:
         if not s.startswith("data.synthetic_pairs"):
             args += ["--set", s]
     deadline = time.monotonic() + 300  # the job server answers before the node's agent is up ("try again later")
     while True:
-        submit = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", str(ROOT),
-                                 "--submission-id", f"hqjepa-test-{secrets.token_hex(4)}", "--", *args],
-                                env={**env, "RAY_API_SERVER_ADDRESS": url}, capture_output=True, text=True,
-                                timeout=900)
+        submit = subprocess.run(
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--working-dir",
+                str(ROOT),
+                "--submission-id",
+                f"hqjepa-test-{secrets.token_hex(4)}",
+                "--",
+                *args,
+            ],
+            env={**env, "RAY_API_SERVER_ADDRESS": url},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if "No available agent" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
             break
         time.sleep(3)

@@ -35,16 +35,29 @@ def test_no_module_of_the_library_mentions_ray_in_an_import():
 
 
 def test_importing_every_library_module_loads_no_ray():
-    code = ("import importlib, sys\n"
-            f"for m in {_modules()!r}:\n"
-            "    importlib.import_module(m)\n"
-            "print(sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {_modules()!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
 
 
 def test_top_level_layout():
-    for name in ("hqjepa", "ray_jobs", "tune_spaces", "configs", "cluster", "bench", "tests", "pyproject.toml",
-                 "README.md", "Makefile", ".ci/run"):
+    for name in (
+        "hqjepa",
+        "ray_jobs",
+        "tune_spaces",
+        "configs",
+        "cluster",
+        "bench",
+        "tests",
+        "pyproject.toml",
+        "README.md",
+        "Makefile",
+        ".ci/run",
+    ):
         assert (ROOT / name).exists(), name

@@ -36,8 +36,7 @@ def test_pretraining_run_starts_from_the_random_encoder_of_the_same_seed():
 
     config = load_eval_config(ROOT / "configs" / "eval.yaml").to_dict()
     config["run"]["random_init_seed"] = None  # bench/learning.py's EVAL_DEFAULTS: encoder i for seed i
-    job = EvalJob("m-eurosat", "linear", 1, "random-init", None, "unused", config,
-                  str(ROOT / "configs" / "tiny.yaml"))
+    job = EvalJob("m-eurosat", "linear", 1, "random-init", None, "unused", config, str(ROOT / "configs" / "tiny.yaml"))
     random_1 = load_job_encoder(job)[0].state_dict()
     assert student.keys() == random_1.keys()
     assert all(torch.equal(student[k], random_1[k]) for k in student)
@@ -71,7 +70,9 @@ def test_grad_share_separates_each_terms_weighted_gradient():
     assert set(rows) == {"pred"} and abs(total - rows["pred"]["student"]) < 1e-9 * max(total, 1)
     model.zero_grad()
     model(batch, step=0).total.backward()  # the same number as the plain backward of the objective
-    want = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.student.parameters() if p.grad is not None)))
+    want = float(
+        torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.student.parameters() if p.grad is not None))
+    )
     assert abs(rows["pred"]["student"] - want) < 1e-6 * max(want, 1e-12)
 
     torch.manual_seed(0)
@@ -95,8 +96,8 @@ def test_segmentation_probes_take_several_steps_per_epoch():
     on the bench's split (and ~500 steps in all)."""
     import math
 
-    from hqjepa.eval.synth_geobench import split_names
     from hqjepa.eval.geobench import TASKS
+    from hqjepa.eval.synth_geobench import split_names
 
     bench = _bench()
     n_train = len(split_names(bench.parse_args([]).segmentation_samples)["train"])
@@ -144,24 +145,44 @@ def test_sign_flip_p_meet_in_the_middle_equals_brute_force():
         for _ in range(5):
             d = [round(float(x), 1) for x in rng.normal(0.3, 0.8, n)]
             total = sum(d)
-            brute = sum(abs(sum(s * x for s, x in zip(signs, d))) >= abs(total) - pairs.TIE_POINTS
-                        for signs in itertools.product((1, -1), repeat=n)) / 2 ** n
+            brute = (
+                sum(
+                    abs(sum(s * x for s, x in zip(signs, d))) >= abs(total) - pairs.TIE_POINTS
+                    for signs in itertools.product((1, -1), repeat=n)
+                )
+                / 2**n
+            )
             assert pairs.sign_flip_p(d) == brute, d
     # 30 equal pairs: only the all-plus and all-minus assignments reach the sum
-    assert pairs.sign_flip_p([0.1] * 30) == 2 / 2 ** 30
+    assert pairs.sign_flip_p([0.1] * 30) == 2 / 2**30
 
 
 def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
     pairs = _script("pairs")
 
     def run(seed, pre, rnd, status="ok"):
-        return [{"task": "m-brick-kiln", "protocol": "linear", "encoder": "checkpoint", "seed": seed,
-                 "status": status, "test": pre},
-                {"task": "m-brick-kiln", "protocol": "linear", "encoder": "random-init", "seed": seed,
-                 "status": "ok", "test": rnd}]
+        return [
+            {
+                "task": "m-brick-kiln",
+                "protocol": "linear",
+                "encoder": "checkpoint",
+                "seed": seed,
+                "status": status,
+                "test": pre,
+            },
+            {
+                "task": "m-brick-kiln",
+                "protocol": "linear",
+                "encoder": "random-init",
+                "seed": seed,
+                "status": "ok",
+                "test": rnd,
+            },
+        ]
 
-    pooled = pairs.pool([("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)),
-                         ("b", run(5, 96.0, 96.0) + run(6, 0.0, 90.0, status="error"))])
+    pooled = pairs.pool(
+        [("a", run(0, 97.0, 96.0) + run(1, 95.0, 96.5)), ("b", run(5, 96.0, 96.0) + run(6, 0.0, 90.0, status="error"))]
+    )
     assert pooled == {"m-brick-kiln": {0: (97.0, 96.0), 1: (95.0, 96.5), 5: (96.0, 96.0)}}
     stats = pairs.task_stats("m-brick-kiln", pooled["m-brick-kiln"])
     assert (stats["n"], stats["wins"], stats["losses"], stats["ties"]) == (3, 1, 1, 1)

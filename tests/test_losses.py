@@ -41,10 +41,9 @@ def test_cross_modal_loss_compares_layer_normed_tokens():
     # scale and offset do not matter: LN(a) == LN(10 a + 5)
     assert cross_modal_loss(a, 10 * a + 5, v, "mse").item() == pytest.approx(0.0, abs=1e-9)
     # opposite tokens: LN(a) = [-s, 0, s] with s = sqrt(1.5), LN(-a) = -LN(a)
-    s = 1.5 ** 0.5
+    s = 1.5**0.5
     assert cross_modal_loss(a, -a, v, "mse").item() == pytest.approx((2 * (2 * s) ** 2) / 3, rel=1e-4)
-    assert cross_modal_loss(a, -a, v, "smooth_l1", beta=1.0).item() == pytest.approx(
-        (2 * (2 * s - 0.5)) / 3, rel=1e-4)
+    assert cross_modal_loss(a, -a, v, "smooth_l1", beta=1.0).item() == pytest.approx((2 * (2 * s - 0.5)) / 3, rel=1e-4)
     with pytest.raises(ValueError, match="kind must be"):
         cross_modal_loss(a, a, v, "cosine")
 
@@ -130,9 +129,11 @@ def test_gradnorm_weights_make_the_configured_weights_gradient_shares():
     base = {"pred": 1.0, "sig_ctx": 0.2, "fqs": 0.1}
     w = LossWeighting("gradnorm", base)
     z = torch.randn(5, 7, requires_grad=True)
-    terms = {"pred": 1e-4 * (z ** 2).sum(),            # scales five orders of magnitude apart,
-             "sig_ctx": 30.0 * (z.sin() ** 2).sum(),   # as SIGReg on tokens and L_pred are
-             "fqs": 0.5 * z.mean()}
+    terms = {
+        "pred": 1e-4 * (z**2).sum(),  # scales five orders of magnitude apart,
+        "sig_ctx": 30.0 * (z.sin() ** 2).sum(),  # as SIGReg on tokens and L_pred are
+        "fqs": 0.5 * z.mean(),
+    }
     raw = {n: torch.autograd.grad(t, z, retain_graph=True)[0].norm().item() for n, t in terms.items()}
     total = w(terms, shared=z)
     got = w.applied
@@ -154,10 +155,10 @@ def test_gradnorm_smooths_norms_and_keeps_base_weight_for_a_term_without_gradien
     other = torch.ones(3, requires_grad=True)  # fqs does not reach z
     w({"pred": 2.0 * z.sum(), "cm": 1.0 * z.sum(), "fqs": other.sum()}, shared=z)
     g1 = w.grad_norms.clone()
-    assert g1.tolist() == pytest.approx([2.0 * 3 ** 0.5, 3 ** 0.5, 0.0])
+    assert g1.tolist() == pytest.approx([2.0 * 3**0.5, 3**0.5, 0.0])
     assert w.weights() == pytest.approx({"pred": 1.0, "cm": 2.0, "fqs": 0.5})
     w({"pred": 4.0 * z.sum(), "cm": 1.0 * z.sum(), "fqs": other.sum()}, shared=z)
-    assert w.grad_norms[0].item() == pytest.approx(0.9 * g1[0].item() + 0.1 * 4.0 * 3 ** 0.5)
+    assert w.grad_norms[0].item() == pytest.approx(0.9 * g1[0].item() + 0.1 * 4.0 * 3**0.5)
     state = w.state_dict()  # resumed runs continue with the same smoothed norms
     w2 = LossWeighting("gradnorm", {"pred": 1.0, "cm": 1.0, "fqs": 0.5})
     w2.load_state_dict(state)
@@ -187,7 +188,7 @@ def test_patch_band_stats_are_standardised_means_and_log_stds_in_token_order():
     for b in range(2):
         for i in range(2):
             for j in range(3):  # token i * 3 + j: patch row i, column j (the encoder's row-major order)
-                px = s2[b, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(3, 4)
+                px = s2[b, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].reshape(3, 4)
                 raw[b, i * 3 + j] = torch.cat([px.mean(-1), torch.log(px.std(-1) + 1e-3)])
     flat = raw.reshape(-1, 6)
     assert torch.allclose(z, (raw - flat.mean(0)) / flat.std(0), atol=1e-5)

@@ -21,15 +21,31 @@ def upstream_shapes(d_model, d_state=16, d_conv=4, expand=2):
     out_proj Linear(d_inner, d_model, bias=False); d_inner = expand d_model,
     dt_rank = ceil(d_model / 16)."""
     di, r = expand * d_model, math.ceil(d_model / 16)
-    return {"A_log": (di, d_state), "D": (di,), "in_proj.weight": (2 * di, d_model),
-            "conv1d.weight": (di, 1, d_conv), "conv1d.bias": (di,), "x_proj.weight": (r + 2 * d_state, di),
-            "dt_proj.weight": (di, r), "dt_proj.bias": (di,), "out_proj.weight": (d_model, di)}
+    return {
+        "A_log": (di, d_state),
+        "D": (di,),
+        "in_proj.weight": (2 * di, d_model),
+        "conv1d.weight": (di, 1, d_conv),
+        "conv1d.bias": (di,),
+        "x_proj.weight": (r + 2 * d_state, di),
+        "dt_proj.weight": (di, r),
+        "dt_proj.bias": (di,),
+        "out_proj.weight": (d_model, di),
+    }
 
 
 # Printed from upstream's own Mamba(16) (d_state=16, expand=2) built from the 2.3.2.post1 sdist.
-UPSTREAM_MAMBA_16 = {"A_log": (32, 16), "D": (32,), "in_proj.weight": (64, 16),
-                     "conv1d.weight": (32, 1, 4), "conv1d.bias": (32,), "x_proj.weight": (33, 32),
-                     "dt_proj.weight": (32, 1), "dt_proj.bias": (32,), "out_proj.weight": (16, 32)}
+UPSTREAM_MAMBA_16 = {
+    "A_log": (32, 16),
+    "D": (32,),
+    "in_proj.weight": (64, 16),
+    "conv1d.weight": (32, 1, 4),
+    "conv1d.bias": (32,),
+    "x_proj.weight": (33, 32),
+    "dt_proj.weight": (32, 1),
+    "dt_proj.bias": (32,),
+    "out_proj.weight": (16, 32),
+}
 
 
 def _shapes(m):
@@ -49,7 +65,7 @@ def test_mamba_initialisation_matches_upstream_rules():
     torch.testing.assert_close(m.D, torch.ones(128))
     dt = F.softplus(m.dt_proj.bias)
     assert dt.min() >= 0.001 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
-    bound = m.dt_rank ** -0.5
+    bound = m.dt_rank**-0.5
     assert m.dt_proj.weight.abs().max() <= bound
     assert m.dt_proj.bias._no_reinit and m.A_log._no_weight_decay and m.D._no_weight_decay
     assert m.A_log.dtype == torch.float32 and m.D.dtype == torch.float32
@@ -67,7 +83,7 @@ def test_mamba_state_dict_round_trips():
     x = torch.randn(2, 10, 32)
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
     # each direction is a plain Mamba state dict
-    fwd = {k[len("fwd."):]: v for k, v in a.state_dict().items() if k.startswith("fwd.")}
+    fwd = {k[len("fwd.") :]: v for k, v in a.state_dict().items() if k.startswith("fwd.")}
     assert set(a.state_dict()) == {f"{p}.{k}" for p in ("fwd", "bwd") for k in fwd}
     Mamba(32, d_state=8).load_state_dict(fwd)
 
@@ -86,9 +102,9 @@ def test_padding_does_not_influence_valid_tokens(module):
     lens = [23, 9, 1, 17]
     m = (Mamba if module == "mamba" else BiMamba)(16, d_state=8, d_conv=4).double()
     x, valid = _padded_batch(16, lens)
-    out = m(x.masked_fill(~valid[..., None], float("nan")), valid)   # pads hold garbage
+    out = m(x.masked_fill(~valid[..., None], float("nan")), valid)  # pads hold garbage
     for i, n in enumerate(lens):
-        alone = m(x[i:i + 1, :n])
+        alone = m(x[i : i + 1, :n])
         torch.testing.assert_close(out[i, :n], alone[0], rtol=1e-10, atol=1e-10)
         assert (out[i, n:] == 0).all()
 
@@ -96,12 +112,12 @@ def test_padding_does_not_influence_valid_tokens(module):
 def test_padding_reversed_sequence_has_leading_pads_exact():
     """Reversing an end-padded sequence puts the pads first: the state must stay exactly zero."""
     torch.manual_seed(0)
-    m = Mamba(16, d_state=8, bias=True).double()    # a bias would leak through the conv if unmasked
+    m = Mamba(16, d_state=8, bias=True).double()  # a bias would leak through the conv if unmasked
     lens = [20, 5]
     x, valid = _padded_batch(16, lens)
     out = m(x.flip(1), valid.flip(1)).flip(1)
     for i, n in enumerate(lens):
-        alone = m(x[i:i + 1, :n].flip(1)).flip(1)
+        alone = m(x[i : i + 1, :n].flip(1)).flip(1)
         torch.testing.assert_close(out[i, :n], alone[0], rtol=1e-10, atol=1e-10)
 
 

@@ -9,11 +9,25 @@ from hqjepa.models.encoder import build_encoder
 from hqjepa.models.hqjepa import HQJEPA
 from hqjepa.models.pos_embed import sincos_2d
 
-SMALL = {"model": {"image_size": 40, "patch_size": 10, "embed_dim": 32, "depth": 2, "num_heads": 2, "d_state": 4,
-                   "predictor_embed_dim": 16, "predictor_depth": 1, "predictor_heads": 2, "s1_embed_dim": 16,
-                   "s1_depth": 1, "s1_heads": 2, "fusion_heads": 2},
-         "mask": {"num_targets": 2, "target_scale": [0.1, 0.2], "context_scale": [0.85, 1.0], "min_keep": 2},
-         "loss": {"sigreg_slices": 16}}
+SMALL = {
+    "model": {
+        "image_size": 40,
+        "patch_size": 10,
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "d_state": 4,
+        "predictor_embed_dim": 16,
+        "predictor_depth": 1,
+        "predictor_heads": 2,
+        "s1_embed_dim": 16,
+        "s1_depth": 1,
+        "s1_heads": 2,
+        "fusion_heads": 2,
+    },
+    "mask": {"num_targets": 2, "target_scale": [0.1, 0.2], "context_scale": [0.85, 1.0], "min_keep": 2},
+    "loss": {"sigreg_slices": 16},
+}
 
 
 def _cfg(**loss):
@@ -26,8 +40,11 @@ def _batch(cfg, b=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     m = sample_masks(b, cfg.model.grid, cfg.mask, g)
     size = cfg.model.image_size
-    return {"s2": torch.randn(b, 12, size, size, generator=g), "s1": torch.randn(b, 2, size, size, generator=g),
-            **m.as_dict()}
+    return {
+        "s2": torch.randn(b, 12, size, size, generator=g),
+        "s1": torch.randn(b, 2, size, size, generator=g),
+        **m.as_dict(),
+    }
 
 
 def test_sincos_table():
@@ -55,21 +72,26 @@ def test_encoder_any_grid_and_padding_invariance():
     assert padded[0, 4:].abs().max() == 0
 
 
-@pytest.mark.parametrize("weights, built", [
-    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0}, set()),
-    ({"w_cm": 1.0, "w_sig": 0.0, "w_fqs": 0.0}, {"s1_encoder", "s1_proj"}),
-    ({"w_cm": 1.0, "w_sig": 0.05, "w_fqs": 0.1}, {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}),
-    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_sig_ctx": 0.05}, {"sigreg"}),
-    ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_pix": 0.5}, {"pix_head"}),
-])
+@pytest.mark.parametrize(
+    "weights, built",
+    [
+        ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0}, set()),
+        ({"w_cm": 1.0, "w_sig": 0.0, "w_fqs": 0.0}, {"s1_encoder", "s1_proj"}),
+        ({"w_cm": 1.0, "w_sig": 0.05, "w_fqs": 0.1}, {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"}),
+        ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_sig_ctx": 0.05}, {"sigreg"}),
+        ({"w_cm": 0.0, "w_sig": 0.0, "w_fqs": 0.0, "w_pix": 0.5}, {"pix_head"}),
+    ],
+)
 def test_only_used_parts_are_built(weights, built):
     model = HQJEPA(_cfg(**weights))
     optional = {"s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head", "pix_head"}
     assert {n for n in optional if hasattr(model, n)} == built
     out = model(_batch(model.cfg), step=0)
-    assert set(out.terms) == {"pred"} | {t for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"),
-                                                         ("sig_ctx", "w_sig_ctx"), ("pix", "w_pix"))
-                                       if weights.get(k, 0) > 0}
+    assert set(out.terms) == {"pred"} | {
+        t
+        for t, k in (("cm", "w_cm"), ("sig", "w_sig"), ("fqs", "w_fqs"), ("sig_ctx", "w_sig_ctx"), ("pix", "w_pix"))
+        if weights.get(k, 0) > 0
+    }
     assert torch.isfinite(out.total)
 
 
@@ -80,7 +102,9 @@ def test_full_objective_gradients_reach_every_trainable_part():
     assert set(out.terms) == {"pred", "cm", "sig", "fqs", "sig_ctx", "pix"}
     out.total.backward()
     assert "fqs_gap" in out.diagnostics and "fqs_fidelity" in out.diagnostics
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert no_grad == []
     assert all(p.grad is None for p in model.teacher.parameters())
 
@@ -94,7 +118,9 @@ def test_gradnorm_balances_every_term_on_the_student_context_tokens():
     out = model(_batch(model.cfg), step=0)
     ctx = seen[-1]
     applied = model.weighting.applied
-    weighted = {n: applied[n] * torch.autograd.grad(out.terms[n], ctx, retain_graph=True)[0].norm().item() for n in base}
+    weighted = {
+        n: applied[n] * torch.autograd.grad(out.terms[n], ctx, retain_graph=True)[0].norm().item() for n in base
+    }
     shares = {n: v / sum(weighted.values()) for n, v in weighted.items()}
     assert shares == pytest.approx({n: b / sum(base.values()) for n, b in base.items()}, rel=1e-4)
     out.total.backward()

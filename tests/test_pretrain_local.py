@@ -33,14 +33,34 @@ def _run(tmp_path, device: str) -> dict:
     parser = argparse.ArgumentParser()
     pretrain_local.configure_parser(parser)
     out = tmp_path / device
-    args = parser.parse_args(["--out", str(out), "--device", device, "--quiet", "--max-steps", "2",
-                              "--set", "data.synthetic_pairs=32", "--set", "train.steps_per_epoch=2",
-                              "--set", "optim.precision=fp32", "--set", "optim.seed=3",
-                              "--set", "train.export_encoder=student"])
+    args = parser.parse_args(
+        [
+            "--out",
+            str(out),
+            "--device",
+            device,
+            "--quiet",
+            "--max-steps",
+            "2",
+            "--set",
+            "data.synthetic_pairs=32",
+            "--set",
+            "train.steps_per_epoch=2",
+            "--set",
+            "optim.precision=fp32",
+            "--set",
+            "optim.seed=3",
+            "--set",
+            "train.export_encoder=student",
+        ]
+    )
     assert pretrain_local.main(args) == 0
     from hqjepa.runlog import read_metrics
-    return {"encoder": torch.load(out / "export.pt", map_location="cpu", weights_only=True)["encoder"],
-            "losses": {k: v for k, v in read_metrics(out / "metrics.csv").items() if k.startswith("loss_")}}
+
+    return {
+        "encoder": torch.load(out / "export.pt", map_location="cpu", weights_only=True)["encoder"],
+        "losses": {k: v for k, v in read_metrics(out / "metrics.csv").items() if k.startswith("loss_")},
+    }
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -50,9 +70,7 @@ def test_cuda_run_matches_the_cpu_run_of_the_same_seed(tmp_path):
     cpu, cuda = _run(tmp_path, "cpu"), _run(tmp_path, "cuda")
     assert cpu["losses"].keys() == cuda["losses"].keys() and "loss_pred" in cpu["losses"]
     for k, values in cpu["losses"].items():
-        torch.testing.assert_close(torch.tensor(cuda["losses"][k]), torch.tensor(values), rtol=1e-3, atol=1e-5,
-                                   msg=k)
+        torch.testing.assert_close(torch.tensor(cuda["losses"][k]), torch.tensor(values), rtol=1e-3, atol=1e-5, msg=k)
     assert cpu["encoder"].keys() == cuda["encoder"].keys()
     for k in cpu["encoder"]:
-        torch.testing.assert_close(cuda["encoder"][k].float(), cpu["encoder"][k].float(), rtol=1e-3, atol=1e-5,
-                                   msg=k)
+        torch.testing.assert_close(cuda["encoder"][k].float(), cpu["encoder"][k].float(), rtol=1e-3, atol=1e-5, msg=k)

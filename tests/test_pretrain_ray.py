@@ -16,18 +16,44 @@ from hqjepa.engine import Trainer
 from hqjepa.models.hqjepa import HQJEPA
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.d_state=4",
-         "model.predictor_embed_dim=16", "model.predictor_depth=1", "model.predictor_heads=2",
-         "model.s1_embed_dim=16", "model.s1_depth=1", "model.s1_heads=2", "model.fusion_heads=2",
-         "loss.sigreg_slices=16", "optim.batch_size=8", "data.synthetic_pairs=96", "data.shuffle_buffer=16",
-         "train.checkpoint_every=2", "optim.epochs=3"]
+SMALL = [
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.d_state=4",
+    "model.predictor_embed_dim=16",
+    "model.predictor_depth=1",
+    "model.predictor_heads=2",
+    "model.s1_embed_dim=16",
+    "model.s1_depth=1",
+    "model.s1_heads=2",
+    "model.fusion_heads=2",
+    "loss.sigreg_slices=16",
+    "optim.batch_size=8",
+    "data.synthetic_pairs=96",
+    "data.shuffle_buffer=16",
+    "train.checkpoint_every=2",
+    "optim.epochs=3",
+]
 
 
 def _run(tmp: Path, cache: Path, name: str, *extra: str) -> dict:
     from ray_jobs import pretrain
 
-    argv = ["--config", str(ROOT / "configs/tiny.yaml"), "--workers", "2", "--storage", str(tmp),
-            "--experiment", name, "--cache-dir", str(cache), "--max-steps", "6"]
+    argv = [
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        "--workers",
+        "2",
+        "--storage",
+        str(tmp),
+        "--experiment",
+        name,
+        "--cache-dir",
+        str(cache),
+        "--max-steps",
+        "6",
+    ]
     for s in SMALL:
         argv += ["--set", s]
     assert pretrain.main(argv + list(extra)) == 0
@@ -88,8 +114,18 @@ def test_resume_continues_the_step_count(runs):
     tmp, cache, _, _ = runs
     from ray_jobs import pretrain
 
-    argv = ["--config", str(ROOT / "configs/tiny.yaml"), "--workers", "2", "--resume", str(tmp / "clean"),
-            "--cache-dir", str(cache), "--max-steps", "8"]
+    argv = [
+        "--config",
+        str(ROOT / "configs/tiny.yaml"),
+        "--workers",
+        "2",
+        "--resume",
+        str(tmp / "clean"),
+        "--cache-dir",
+        str(cache),
+        "--max-steps",
+        "8",
+    ]
     for s in SMALL:
         argv += ["--set", s]
     assert pretrain.main(argv) == 0
@@ -100,9 +136,17 @@ def test_resume_continues_the_step_count(runs):
 
 
 def test_bad_config_fails_before_ray_starts(tmp_path):
-    from ray_jobs import pretrain
     from hqjepa.config import ConfigError
+    from ray_jobs import pretrain
 
     with pytest.raises(ConfigError, match=r"mask.target_scale\[1\] = 1.5"):
-        pretrain.main(["--config", str(ROOT / "configs/tiny.yaml"), "--set", "mask.target_scale=[0.1, 1.5]",
-                       "--storage", str(tmp_path)])
+        pretrain.main(
+            [
+                "--config",
+                str(ROOT / "configs/tiny.yaml"),
+                "--set",
+                "mask.target_scale=[0.1, 1.5]",
+                "--storage",
+                str(tmp_path),
+            ]
+        )

@@ -11,10 +11,18 @@ def _inputs(b=2, d=6, n=4, L=7, groups=None, dtype=torch.float64, seed=0):
 
     def r(*s, scale=1.0):
         return (torch.randn(*s, generator=g, dtype=dtype) * scale).requires_grad_()
+
     bc = (b, n, L) if groups is None else (b, groups, n, L)
-    return dict(u=r(b, d, L), delta=r(b, d, L, scale=0.7), A=(-torch.rand(d, n, generator=g, dtype=dtype)
-                * 3 - 0.1).requires_grad_(), B=r(*bc), C=r(*bc), D=r(d), z=r(b, d, L),
-                delta_bias=r(d, scale=0.5))
+    return dict(
+        u=r(b, d, L),
+        delta=r(b, d, L, scale=0.7),
+        A=(-torch.rand(d, n, generator=g, dtype=dtype) * 3 - 0.1).requires_grad_(),
+        B=r(*bc),
+        C=r(*bc),
+        D=r(d),
+        z=r(b, d, L),
+        delta_bias=r(d, scale=0.5),
+    )
 
 
 def _run(fn, ins, use, softplus, **kw):
@@ -26,8 +34,13 @@ def _run(fn, ins, use, softplus, **kw):
     return out, torch.autograd.grad(out, leaves, gy), list(args)
 
 
-OPTIONS = [((), False), (("D",), True), (("z",), True), (("D", "z", "delta_bias"), True),
-           (("D", "z", "delta_bias"), False)]
+OPTIONS = [
+    ((), False),
+    (("D",), True),
+    (("z",), True),
+    (("D", "z", "delta_bias"), True),
+    (("D", "z", "delta_bias"), False),
+]
 
 
 @pytest.mark.parametrize("L", [1, 7, 144, 200])
@@ -43,8 +56,9 @@ def test_scan_matches_sequential_float64(L, use, softplus):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=lambda m: f"grad {name}: {m}")
 
 
-@pytest.mark.parametrize("L,chunk,block", [(144, 1, 10**9), (144, 16, 1), (200, 7, 2000), (13, 13, 1),
-                                           (13, 500, 1), (50, 8, 6 * 56 * 4 * 2)])
+@pytest.mark.parametrize(
+    "L,chunk,block", [(144, 1, 10**9), (144, 16, 1), (200, 7, 2000), (13, 13, 1), (13, 500, 1), (50, 8, 6 * 56 * 4 * 2)]
+)
 def test_scan_chunking_and_batch_blocks_do_not_change_results(L, chunk, block):
     ins = _inputs(b=3, L=L)
     use = ("D", "z", "delta_bias")
@@ -77,6 +91,7 @@ def test_scan_custom_backward_passes_gradcheck():
 
     def f(*a):
         return selective_scan(*a[:5], D=a[5], z=a[6], delta_bias=a[7], delta_softplus=True, chunk_size=4)
+
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7)
 
 
@@ -88,7 +103,7 @@ def test_scan_float32_extreme_decays_stay_finite():
     # per channel: delta from 1e-9 to 1e4, alternating along L so chunks mix both regimes
     scale = torch.logspace(-9, 4, d)[:, None] * torch.where(torch.arange(L) % 3 == 0, 1.0, 1e-3)
     delta = (scale * (1 + torch.rand(b, d, L, generator=g))).requires_grad_()
-    A = -torch.logspace(-3, 3, n).repeat(d, 1)           # |A| from 1e-3 to 1e3
+    A = -torch.logspace(-3, 3, n).repeat(d, 1)  # |A| from 1e-3 to 1e3
     A.requires_grad_()
     B, C = torch.randn(b, n, L, generator=g), torch.randn(b, n, L, generator=g)
     leaves = [u.requires_grad_(), delta, A, B.requires_grad_(), C.requires_grad_()]
@@ -102,26 +117,31 @@ def test_scan_float32_extreme_decays_stay_finite():
 
 def test_scan_low_precision_computes_in_float32_and_casts_back():
     ins = {k: v.detach().to(torch.bfloat16) for k, v in _inputs(L=20).items()}
-    y = selective_scan(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], ins["D"], ins["z"],
-                       ins["delta_bias"], True)
-    ref = selective_scan_sequential(*(ins[k].float() for k in ("u", "delta", "A", "B", "C", "D", "z",
-                                                               "delta_bias")), delta_softplus=True)
+    y = selective_scan(
+        ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], ins["D"], ins["z"], ins["delta_bias"], True
+    )
+    ref = selective_scan_sequential(
+        *(ins[k].float() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")), delta_softplus=True
+    )
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("fn", [selective_scan, selective_scan_sequential])
-@pytest.mark.parametrize("bad,match", [
-    ({"u": torch.zeros(2, 6)}, "u must be"),
-    ({"delta": torch.zeros(2, 6, 8)}, "delta must have"),
-    ({"A": torch.zeros(5, 4)}, "A must be"),
-    ({"A": torch.zeros(6, 4, dtype=torch.complex64)}, "complex A"),
-    ({"B": torch.zeros(2, 5, 7)}, "B must be"),
-    ({"C": torch.zeros(2, 4, 4, 7)}, "C must be"),            # 4 groups do not divide d_inner=6
-    ({"D": torch.zeros(5)}, "D must be"),
-    ({"z": torch.zeros(2, 6, 8)}, "z must have"),
-    ({"delta_bias": torch.zeros(6, 1)}, "delta_bias must be"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"u": torch.zeros(2, 6)}, "u must be"),
+        ({"delta": torch.zeros(2, 6, 8)}, "delta must have"),
+        ({"A": torch.zeros(5, 4)}, "A must be"),
+        ({"A": torch.zeros(6, 4, dtype=torch.complex64)}, "complex A"),
+        ({"B": torch.zeros(2, 5, 7)}, "B must be"),
+        ({"C": torch.zeros(2, 4, 4, 7)}, "C must be"),  # 4 groups do not divide d_inner=6
+        ({"D": torch.zeros(5)}, "D must be"),
+        ({"z": torch.zeros(2, 6, 8)}, "z must have"),
+        ({"delta_bias": torch.zeros(6, 1)}, "delta_bias must be"),
+    ],
+)
 def test_scan_bad_inputs_raise_clear_errors(fn, bad, match):
     ins = {k: v.detach() for k, v in _inputs(L=7).items()}
     ins.update(bad)

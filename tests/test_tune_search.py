@@ -50,10 +50,32 @@ def search(tmp_path_factory):
     bench = tmp / "geobench"
     write_benchmark(bench, samples=8, seed=0, tasks=["m-eurosat"])
     storage, exp = tmp / "searches", tmp / "searches" / "masking"
-    argv = [sys.executable, str(ROOT / "ray_jobs/tune.py"), "--space", str(ROOT / "tune_spaces/masking.yaml"),
-            "--trials", "3", "--budget-epochs", "1", "--rounds", str(ROUNDS), "--benchmark-dir", str(bench),
-            "--storage", str(storage), "--cache-dir", str(tmp / "cache"), "--num-cpus", "2",
-            "--eval-set", "linear.epochs=2", "--eval-set", "linear.lrs=[0.01]", "--eval-set", "run.seeds=[0]"]
+    argv = [
+        sys.executable,
+        str(ROOT / "ray_jobs/tune.py"),
+        "--space",
+        str(ROOT / "tune_spaces/masking.yaml"),
+        "--trials",
+        "3",
+        "--budget-epochs",
+        "1",
+        "--rounds",
+        str(ROUNDS),
+        "--benchmark-dir",
+        str(bench),
+        "--storage",
+        str(storage),
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--num-cpus",
+        "2",
+        "--eval-set",
+        "linear.epochs=2",
+        "--eval-set",
+        "linear.lrs=[0.01]",
+        "--eval-set",
+        "run.seeds=[0]",
+    ]
     for s in SMALL:
         argv += ["--set", s]
     # Train v2's PlacementGroupCleaner asks Ray's state API whether the Train controller lives. With no
@@ -78,17 +100,40 @@ def search(tmp_path_factory):
         interrupted_at = time.time()
         first.send_signal(signal.SIGINT)
         rc_first = _wait(first, log1, 180)
-    before = {"table": _table(exp), "trials": {p.parent.name: p.read_text() for p in exp.glob("runs/*/rounds.jsonl")},
-              "done": finished[0].parent.name,
-              "metrics_mtime": (finished[0].parent / "metrics.csv").stat().st_mtime}
+    before = {
+        "table": _table(exp),
+        "trials": {p.parent.name: p.read_text() for p in exp.glob("runs/*/rounds.jsonl")},
+        "done": finished[0].parent.name,
+        "metrics_mtime": (finished[0].parent / "metrics.csv").stat().st_mtime,
+    }
 
     log2 = tmp / "resume.log"
     with log2.open("w") as out:  # the name is all --resume needs: the rest is in search.json
-        resumed = subprocess.Popen([sys.executable, str(ROOT / "ray_jobs/tune.py"), "--resume", "--name", "masking",
-                                    "--storage", str(storage)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        resumed = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "ray_jobs/tune.py"),
+                "--resume",
+                "--name",
+                "masking",
+                "--storage",
+                str(storage),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         rc_resume = _wait(resumed, log2, 600)
-    return {"exp": exp, "rc_first": rc_first, "rc_resume": rc_resume, "before": before,
-            "interrupted_at": interrupted_at, "log1": log1, "log2": log2}
+    return {
+        "exp": exp,
+        "rc_first": rc_first,
+        "rc_resume": rc_resume,
+        "before": before,
+        "interrupted_at": interrupted_at,
+        "log1": log1,
+        "log2": log2,
+    }
 
 
 def test_three_trial_search_completes_with_a_best_config_that_loads(search):
@@ -116,7 +161,7 @@ def test_three_trial_search_completes_with_a_best_config_that_loads(search):
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(search):
     exp, before = search["exp"], search["before"]
-    assert search["rc_first"] == 130, search["log1"].read_text()[-3000:]   # interrupted, state saved
+    assert search["rc_first"] == 130, search["log1"].read_text()[-3000:]  # interrupted, state saved
     statuses = {r["trial_id"]: r["status"] for r in before["table"]}
     assert statuses[before["done"]] == "complete" and "unfinished" in statuses.values()
 
@@ -127,18 +172,20 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(search):
     assert len((exp / f"trial_{done}" / "progress.csv").read_text().splitlines()) == 1 + ROUNDS
 
     table = _table(exp)
-    assert [int(r["number"]) for r in table] == [0, 1, 2] and table[0]["trial_id"] == done   # start order
+    assert [int(r["number"]) for r in table] == [0, 1, 2] and table[0]["trial_id"] == done  # start order
     rows = {r["trial_id"]: r for r in table}
     assert set(statuses) <= set(rows)  # the unfinished trial kept its id and its parameters
     for trial_id, row in rows.items():  # every round ran exactly once, in order, one Train run per trial
         rounds = _read_rounds(exp / "runs" / trial_id / "rounds.jsonl")
         assert [r["round"] for r in rounds] == list(range(1, int(row["rounds"]) + 1)), trial_id
-        assert [r["steps"] for r in rounds] == [1, 2][:len(rounds)]
+        assert [r["steps"] for r in rounds] == [1, 2][: len(rounds)]
         with (exp / "runs" / trial_id / "metrics.csv").open() as f:
             steps = [int(float(r["step"])) for r in csv.DictReader(f)]
-        assert steps == list(range(rounds[-1]["steps"])), (trial_id, steps)   # continued, never restarted
+        assert steps == list(range(rounds[-1]["steps"])), (trial_id, steps)  # continued, never restarted
 
     with sqlite3.connect(exp / "optuna.db") as db:  # the study optuna-dashboard opens: 3 trials, each told once
-        states = db.execute("SELECT t.number, t.state FROM trials t JOIN studies s USING (study_id) "
-                            "WHERE s.study_name = 'masking' ORDER BY t.number").fetchall()
+        states = db.execute(
+            "SELECT t.number, t.state FROM trials t JOIN studies s USING (study_id) "
+            "WHERE s.study_name = 'masking' ORDER BY t.number"
+        ).fetchall()
     assert states == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE")]

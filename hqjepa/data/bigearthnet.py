@@ -55,8 +55,16 @@ S1_V2_DIR = "BigEarthNet-S1"
 V2_METADATA = "metadata.parquet"
 V2_REFERENCE_MAPS = "Reference_Maps"
 V1_SPLIT_FILES = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
-V2_METADATA_COLUMNS = ("patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
-                       "contains_seasonal_snow", "contains_cloud_or_shadow")
+V2_METADATA_COLUMNS = (
+    "patch_id",
+    "labels",
+    "split",
+    "country",
+    "s1_name",
+    "s2v1_name",
+    "contains_seasonal_snow",
+    "contains_cloud_or_shadow",
+)
 
 S2_DTYPE = np.dtype("uint16")
 S1_DTYPE = np.dtype("float32")
@@ -80,12 +88,12 @@ class BadPatch(Exception):
 class PairRecord:
     """One S2 patch and its S1 partner, located on disk (no raster read yet)."""
 
-    patch_id: str                 # S2 patch name (v2: the reBEN patch_id)
+    patch_id: str  # S2 patch name (v2: the reBEN patch_id)
     s1_patch_id: str
     s2_dir: str
     s1_dir: str
-    layout: str                   # "v1" or "v2"
-    labels19: tuple[str, ...] | None = None   # v2: from metadata.parquet; v1: from the S2 JSON
+    layout: str  # "v1" or "v2"
+    labels19: tuple[str, ...] | None = None  # v2: from metadata.parquet; v1: from the S2 JSON
     split: str | None = None
     country: str | None = None
 
@@ -97,7 +105,7 @@ class ArchiveScan:
     layout: str
     root: str
     pairs: list[PairRecord]
-    problems: list[dict] = field(default_factory=list)   # {"patch_id", "s1_patch_id", "reason", "path"}
+    problems: list[dict] = field(default_factory=list)  # {"patch_id", "s1_patch_id", "reason", "path"}
 
 
 @dataclass
@@ -105,13 +113,14 @@ class PairData:
     """A pair read from disk: bands at native resolution plus its labels and metadata."""
 
     bands: dict[str, np.ndarray]
-    labels19: np.ndarray               # uint8 [19]
-    labels43: np.ndarray | None        # uint8 [43] or None (v2 has 19-class labels only)
+    labels19: np.ndarray  # uint8 [19]
+    labels43: np.ndarray | None  # uint8 [43] or None (v2 has 19-class labels only)
     tile: str | None
-    date: str | None                   # ISO date of the S2 acquisition
+    date: str | None  # ISO date of the S2 acquisition
 
 
 # --- naming ---------------------------------------------------------------------------------------
+
 
 def v2_tile_folder(patch_id: str) -> str:
     """reBEN S2 tile folder of a patch: the patch id without its last two fields."""
@@ -145,6 +154,7 @@ def date_of(name: str) -> str | None:
 
 # --- layout detection and scanning ----------------------------------------------------------------
 
+
 def detect_layout(root: str | Path) -> str:
     """'v1' or 'v2' from the folders under `root`; NotBigEarthNetError otherwise."""
     root = Path(root)
@@ -160,7 +170,8 @@ def detect_layout(root: str | Path) -> str:
         return "v2"
     raise NotBigEarthNetError(
         f"{root} is not a BigEarthNet archive root: expected {S2_V1_DIR}/ and {S1_V1_DIR}/ (v1.0), or "
-        f"{S2_V2_DIR}/, {S1_V2_DIR}/ and {V2_METADATA} (v2.0 / reBEN)")
+        f"{S2_V2_DIR}/, {S1_V2_DIR}/ and {V2_METADATA} (v2.0 / reBEN)"
+    )
 
 
 def scan_archive(root: str | Path, layout: str = "auto") -> ArchiveScan:
@@ -213,21 +224,30 @@ def _scan_v1(root: Path) -> ArchiveScan:
             meta = _read_json(metadata_json_path(s1_dir, s1))
             s2 = meta.get("corresponding_s2_patch")
             if not isinstance(s2, str) or not s2:
-                raise BadPatch("S1 labels_metadata.json lacks corresponding_s2_patch",
-                               metadata_json_path(s1_dir, s1))
+                raise BadPatch("S1 labels_metadata.json lacks corresponding_s2_patch", metadata_json_path(s1_dir, s1))
         except BadPatch as e:
             problems.append({"patch_id": None, "s1_patch_id": s1, "reason": e.reason, "path": e.path})
             continue
         if s2 not in s2_names:
-            problems.append({"patch_id": s2, "s1_patch_id": s1, "reason": "S2 partner patch absent",
-                             "path": str(s2_root / s2)})
+            problems.append(
+                {"patch_id": s2, "s1_patch_id": s1, "reason": "S2 partner patch absent", "path": str(s2_root / s2)}
+            )
             continue
         partnered.add(s2)
-        pairs.append(PairRecord(patch_id=s2, s1_patch_id=s1, s2_dir=str(s2_root / s2), s1_dir=str(s1_dir),
-                                layout="v1", split=splits.get(s2)))
+        pairs.append(
+            PairRecord(
+                patch_id=s2,
+                s1_patch_id=s1,
+                s2_dir=str(s2_root / s2),
+                s1_dir=str(s1_dir),
+                layout="v1",
+                split=splits.get(s2),
+            )
+        )
     for s2 in sorted(s2_names - partnered):
-        problems.append({"patch_id": s2, "s1_patch_id": None, "reason": "S1 partner patch absent",
-                         "path": str(s2_root / s2)})
+        problems.append(
+            {"patch_id": s2, "s1_patch_id": None, "reason": "S1 partner patch absent", "path": str(s2_root / s2)}
+        )
     return ArchiveScan("v1", str(root), pairs, problems)
 
 
@@ -241,10 +261,14 @@ def _scan_v2(root: Path) -> ArchiveScan:
         raise NotBigEarthNetError(f"{path}: unreadable metadata.parquet ({e})") from None
     missing = [c for c in ("patch_id", "labels", "s1_name") if c not in table.column_names]
     if missing:
-        raise NotBigEarthNetError(f"{path}: metadata.parquet lacks columns {missing}; "
-                                  f"reBEN has {list(V2_METADATA_COLUMNS)}")
-    cols = {c: table.column(c).to_pylist() for c in ("patch_id", "labels", "s1_name", "split", "country")
-            if c in table.column_names}
+        raise NotBigEarthNetError(
+            f"{path}: metadata.parquet lacks columns {missing}; reBEN has {list(V2_METADATA_COLUMNS)}"
+        )
+    cols = {
+        c: table.column(c).to_pylist()
+        for c in ("patch_id", "labels", "s1_name", "split", "country")
+        if c in table.column_names
+    }
     n = table.num_rows
     pairs, problems = [], []
     s2_root, s1_root = root / S2_V2_DIR, root / S1_V2_DIR
@@ -255,23 +279,40 @@ def _scan_v2(root: Path) -> ArchiveScan:
         labels = tuple(cols["labels"][i] or ())
         bad = [x for x in labels if x not in LABELS19]
         if bad:
-            problems.append({"patch_id": pid, "s1_patch_id": s1, "path": str(path),
-                             "reason": f"unknown 19-class label {bad[0]!r} in metadata.parquet"})
+            problems.append(
+                {
+                    "patch_id": pid,
+                    "s1_patch_id": s1,
+                    "path": str(path),
+                    "reason": f"unknown 19-class label {bad[0]!r} in metadata.parquet",
+                }
+            )
         elif not s2_dir.is_dir():
-            problems.append({"patch_id": pid, "s1_patch_id": s1, "reason": "S2 partner patch absent",
-                             "path": str(s2_dir)})
+            problems.append(
+                {"patch_id": pid, "s1_patch_id": s1, "reason": "S2 partner patch absent", "path": str(s2_dir)}
+            )
         elif not s1_dir.is_dir():
-            problems.append({"patch_id": pid, "s1_patch_id": s1, "reason": "S1 partner patch absent",
-                             "path": str(s1_dir)})
+            problems.append(
+                {"patch_id": pid, "s1_patch_id": s1, "reason": "S1 partner patch absent", "path": str(s1_dir)}
+            )
         else:
-            pairs.append(PairRecord(patch_id=pid, s1_patch_id=s1, s2_dir=str(s2_dir), s1_dir=str(s1_dir),
-                                    layout="v2", labels19=labels,
-                                    split=cols.get("split", [None] * n)[i],
-                                    country=cols.get("country", [None] * n)[i]))
+            pairs.append(
+                PairRecord(
+                    patch_id=pid,
+                    s1_patch_id=s1,
+                    s2_dir=str(s2_dir),
+                    s1_dir=str(s1_dir),
+                    layout="v2",
+                    labels19=labels,
+                    split=cols.get("split", [None] * n)[i],
+                    country=cols.get("country", [None] * n)[i],
+                )
+            )
     return ArchiveScan("v2", str(root), pairs, problems)
 
 
 # --- reading --------------------------------------------------------------------------------------
+
 
 def read_band(path: Path, band: str) -> np.ndarray:
     """Read one single-band GeoTIFF, checking size and dtype; BadPatch on any problem."""

@@ -19,7 +19,8 @@ from `hqjepa.masks.multiblock.sample_masks`, drawn once per batch and shared by 
 from __future__ import annotations
 
 import zlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,12 @@ def _stack(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict[st
     return {k: torch.stack([_as_tensor(e[k]) for e in examples]) for k in keys}
 
 
-def collate(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any], mask_cfg: MaskConfig, grid: int,
-            generator: np.random.Generator | torch.Generator | int | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    mask_cfg: MaskConfig,
+    grid: int,
+    generator: np.random.Generator | torch.Generator | int | None = None,
+) -> dict[str, torch.Tensor]:
     """Stack examples into the training-batch dict (module docstring) and draw its masks."""
     from hqjepa.masks.multiblock import sample_masks
 
@@ -59,8 +64,9 @@ def collate(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any], mask_cfg:
             raise KeyError(f"collate: batch has no {key!r} (keys: {sorted(batch)})")
     s2, s1 = batch["s2"], batch["s1"]
     if s2.ndim != 4 or s1.ndim != 4 or s2.shape[0] != s1.shape[0] or s2.shape[-2:] != s1.shape[-2:]:
-        raise ValueError(f"collate: s2 {tuple(s2.shape)} and s1 {tuple(s1.shape)} must be [B, C, H, W] "
-                         "with the same B, H, W")
+        raise ValueError(
+            f"collate: s2 {tuple(s2.shape)} and s1 {tuple(s1.shape)} must be [B, C, H, W] with the same B, H, W"
+        )
     if s2.shape[-1] % grid or s2.shape[-2] % grid:
         raise ValueError(f"collate: image {tuple(s2.shape[-2:])} is not divisible into a {grid} x {grid} grid")
     masks = sample_masks(s2.shape[0], grid, mask_cfg, generator)

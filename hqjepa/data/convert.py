@@ -27,17 +27,31 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from hqjepa.data.bigearthnet import ArchiveScan, BadPatch, PairRecord, load_pair, scan_archive
-from hqjepa.data.shards import (BANDS, MANIFEST, NO_SPLIT, QUARANTINE, SCHEMA_VERSION, ShardError, finish_moments,
-                                is_temporary, merge_moments, moments, read_shard_meta, rows_to_table, shard_name,
-                                write_json_atomic, write_shard)
+from hqjepa.data.shards import (
+    BANDS,
+    MANIFEST,
+    NO_SPLIT,
+    QUARANTINE,
+    SCHEMA_VERSION,
+    ShardError,
+    finish_moments,
+    is_temporary,
+    merge_moments,
+    moments,
+    read_shard_meta,
+    rows_to_table,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ class ShardResult:
     bytes: int
     group_hash: str
     quarantine: list[dict]
-    stats: dict                       # split -> band -> [n, mean, M2]
+    stats: dict  # split -> band -> [n, mean, M2]
     split_counts: dict
     seconds: float = 0.0
     reused: bool = False
@@ -99,9 +113,17 @@ def group_hash(pairs: Iterable[PairRecord]) -> str:
 
 
 def _result_from_meta(task: ShardTask, meta: dict, size: int) -> ShardResult:
-    return ShardResult(index=task.index, file=Path(task.path).name, rows=meta["rows"], bytes=size,
-                       group_hash=meta["group_hash"], quarantine=meta["quarantine"], stats=meta["stats"],
-                       split_counts=meta["split_counts"], reused=True)
+    return ShardResult(
+        index=task.index,
+        file=Path(task.path).name,
+        rows=meta["rows"],
+        bytes=size,
+        group_hash=meta["group_hash"],
+        quarantine=meta["quarantine"],
+        stats=meta["stats"],
+        split_counts=meta["split_counts"],
+        reused=True,
+    )
 
 
 def shard_order(pair: PairRecord) -> bytes:
@@ -112,28 +134,33 @@ def shard_order(pair: PairRecord) -> bytes:
     return hashlib.blake2b(pair.patch_id.encode(), digest_size=8).digest()
 
 
-def plan_conversion(archive: str | Path, out: str | Path, layout: str = "auto", shard_size: int = 256) -> ConversionPlan:
+def plan_conversion(
+    archive: str | Path, out: str | Path, layout: str = "auto", shard_size: int = 256
+) -> ConversionPlan:
     """Scan the archive, group its pairs into shards and find which shards a previous run finished."""
     if shard_size < 1:
         raise ValueError(f"shard_size = {shard_size}: must be at least 1")
     scan = scan_archive(archive, layout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = ConversionPlan(archive=str(archive), out=str(out), layout=scan.layout, shard_size=shard_size,
-                          scan=scan, tasks=[])
+    plan = ConversionPlan(
+        archive=str(archive), out=str(out), layout=scan.layout, shard_size=shard_size, scan=scan, tasks=[]
+    )
     for p in out.iterdir():  # leftovers of an interrupted run: never visible as shards, safe to drop
         if is_temporary(p.name):
             p.unlink()
             plan.removed_temporaries.append(p.name)
     pairs = sorted(scan.pairs, key=shard_order)
     for i, start in enumerate(range(0, len(pairs), shard_size)):
-        group = tuple(pairs[start:start + shard_size])
+        group = tuple(pairs[start : start + shard_size])
         plan.tasks.append(ShardTask(index=i, path=str(out / shard_name(i)), pairs=group, group_hash=group_hash(group)))
     known = {Path(t.path).name for t in plan.tasks}
     strays = sorted(p.name for p in out.glob("part-*.parquet") if p.name not in known)
     if strays:
-        raise ShardError(f"{out}: holds shards {strays[:3]} that this archive and --shard-size would not write; "
-                         "use a fresh output directory")
+        raise ShardError(
+            f"{out}: holds shards {strays[:3]} that this archive and --shard-size would not write; "
+            "use a fresh output directory"
+        )
     for task in plan.tasks:
         path = Path(task.path)
         if not path.exists():
@@ -142,12 +169,14 @@ def plan_conversion(archive: str | Path, out: str | Path, layout: str = "auto", 
         try:
             meta = read_shard_meta(path)
         except ShardError:
-            path.unlink()          # damaged after it was written: convert its group again
+            path.unlink()  # damaged after it was written: convert its group again
             plan.pending.append(task)
             continue
         if meta.get("group_hash") != task.group_hash:
-            raise ShardError(f"{path}: was written for a different group of pairs (the archive or --shard-size "
-                             f"changed since the previous run); use a fresh output directory")
+            raise ShardError(
+                f"{path}: was written for a different group of pairs (the archive or --shard-size "
+                f"changed since the previous run); use a fresh output directory"
+            )
         plan.done.append(_result_from_meta(task, meta, path.stat().st_size))
     return plan
 
@@ -164,28 +193,60 @@ def convert_shard(task: ShardTask) -> ShardResult:
             try:
                 data = load_pair(rec)
             except BadPatch as e:
-                quarantine.append({"patch_id": rec.patch_id, "s1_patch_id": rec.s1_patch_id, "reason": e.reason,
-                                   "path": e.path})
+                quarantine.append(
+                    {"patch_id": rec.patch_id, "s1_patch_id": rec.s1_patch_id, "reason": e.reason, "path": e.path}
+                )
                 continue
             except Exception as e:  # noqa: BLE001 - bad input must not stop the run; keep the evidence
-                quarantine.append({"patch_id": rec.patch_id, "s1_patch_id": rec.s1_patch_id,
-                                   "reason": f"unexpected {type(e).__name__}: {e}", "path": rec.s2_dir})
+                quarantine.append(
+                    {
+                        "patch_id": rec.patch_id,
+                        "s1_patch_id": rec.s1_patch_id,
+                        "reason": f"unexpected {type(e).__name__}: {e}",
+                        "path": rec.s2_dir,
+                    }
+                )
                 continue
-            rows.append({"patch_id": rec.patch_id, "s1_patch_id": rec.s1_patch_id, "split": rec.split,
-                         "tile": data.tile, "date": _parse_date(data.date), "country": rec.country,
-                         "bands": data.bands, "labels19": data.labels19, "labels43": data.labels43})
+            rows.append(
+                {
+                    "patch_id": rec.patch_id,
+                    "s1_patch_id": rec.s1_patch_id,
+                    "split": rec.split,
+                    "tile": data.tile,
+                    "date": _parse_date(data.date),
+                    "country": rec.country,
+                    "bands": data.bands,
+                    "labels19": data.labels19,
+                    "labels43": data.labels43,
+                }
+            )
     stats: dict[str, dict[str, list[float]]] = {}
     for split in sorted({r["split"] or NO_SPLIT for r in rows}):
         sel = [r for r in rows if (r["split"] or NO_SPLIT) == split]
         stats[split] = {b: moments(np.stack([r["bands"][b] for r in sel])) for b in BANDS}
     split_counts = dict(Counter(r["split"] or NO_SPLIT for r in rows))
-    meta = {"schema_version": SCHEMA_VERSION, "shard_index": task.index, "group_hash": task.group_hash,
-            "rows": len(rows), "pairs_in_group": len(task.pairs), "quarantine": quarantine, "stats": stats,
-            "split_counts": split_counts}
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "shard_index": task.index,
+        "group_hash": task.group_hash,
+        "rows": len(rows),
+        "pairs_in_group": len(task.pairs),
+        "quarantine": quarantine,
+        "stats": stats,
+        "split_counts": split_counts,
+    }
     size = write_shard(task.path, rows_to_table(rows), meta)
-    return ShardResult(index=task.index, file=Path(task.path).name, rows=len(rows), bytes=size,
-                       group_hash=task.group_hash, quarantine=quarantine, stats=stats, split_counts=split_counts,
-                       seconds=time.perf_counter() - t0)
+    return ShardResult(
+        index=task.index,
+        file=Path(task.path).name,
+        rows=len(rows),
+        bytes=size,
+        group_hash=task.group_hash,
+        quarantine=quarantine,
+        stats=stats,
+        split_counts=split_counts,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _parse_date(text: str | None):
@@ -233,26 +294,53 @@ def finalise(plan: ConversionPlan, results: Iterable[ShardResult], seconds: floa
         "split_counts": dict(sorted(split_counts.items())),
         "bytes": sum(r.bytes for r in results),
         "band_stats": band_stats,
-        "shards": [{"file": r.file, "rows": r.rows, "bytes": r.bytes, "group_hash": r.group_hash,
-                    "split_counts": r.split_counts} for r in results],
+        "shards": [
+            {
+                "file": r.file,
+                "rows": r.rows,
+                "bytes": r.bytes,
+                "group_hash": r.group_hash,
+                "split_counts": r.split_counts,
+            }
+            for r in results
+        ],
     }
     write_json_atomic(out / MANIFEST, manifest)
-    return Summary(converted=converted, quarantined=len(quarantine), shards=len(results),
-                   new_shards=sum(not r.reused for r in results), bytes=manifest["bytes"], seconds=seconds)
+    return Summary(
+        converted=converted,
+        quarantined=len(quarantine),
+        shards=len(results),
+        new_shards=sum(not r.reused for r in results),
+        bytes=manifest["bytes"],
+        seconds=seconds,
+    )
 
 
 def _reason_kind(reason: str) -> str:
     """'missing band file B05' -> 'missing band file': the reason without its band or detail."""
-    for kind in ("missing band file", "unreadable or truncated GeoTIFF", "wrong shape", "wrong dtype",
-                 "non-finite pixels", "S2 partner patch absent", "S1 partner patch absent"):
+    for kind in (
+        "missing band file",
+        "unreadable or truncated GeoTIFF",
+        "wrong shape",
+        "wrong dtype",
+        "non-finite pixels",
+        "S2 partner patch absent",
+        "S1 partner patch absent",
+    ):
         if reason.startswith(kind):
             return kind
     return reason.split(" (")[0]
 
 
-def convert_archive(archive: str | Path, out: str | Path, layout: str = "auto", shard_size: int = 256,
-                    max_new_shards: int | None = None, progress: bool = True,
-                    on_shard_done: Callable[[ShardResult], None] | None = None) -> Summary | None:
+def convert_archive(
+    archive: str | Path,
+    out: str | Path,
+    layout: str = "auto",
+    shard_size: int = 256,
+    max_new_shards: int | None = None,
+    progress: bool = True,
+    on_shard_done: Callable[[ShardResult], None] | None = None,
+) -> Summary | None:
     """Convert in this process (no Ray). Returns None when `max_new_shards` stopped it early."""
     from tqdm import tqdm
 
@@ -260,8 +348,7 @@ def convert_archive(archive: str | Path, out: str | Path, layout: str = "auto", 
     plan = plan_conversion(archive, out, layout, shard_size)
     todo = plan.pending if max_new_shards is None else plan.pending[:max_new_shards]
     results = list(plan.done)
-    with tqdm(total=len(plan.tasks), initial=len(plan.done), unit="shard", disable=not progress,
-              desc="convert") as bar:
+    with tqdm(total=len(plan.tasks), initial=len(plan.done), unit="shard", disable=not progress, desc="convert") as bar:
         for task in todo:
             result = convert_shard(task)
             results.append(result)

@@ -12,7 +12,7 @@ All scenes are rendered once at construction (numpy, vectorised) and kept at nat
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,14 @@ from hqjepa.data.transforms import BandStats, stack_s1, stack_s2, synthetic_band
 class SyntheticPairs(torch.utils.data.Dataset):
     """`n` synthetic pairs drawn with `seed`; items are dicts of s2 [12,S,S], s1 [2,S,S], labels19 [19]."""
 
-    def __init__(self, n: int, seed: int = 0, size_px: int = REFERENCE_SIZE_PX, max_classes: int = 6,
-                 stats: BandStats | None = None):
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        size_px: int = REFERENCE_SIZE_PX,
+        max_classes: int = 6,
+        stats: BandStats | None = None,
+    ):
         if n < 1:
             raise ValueError(f"SyntheticPairs(n={n}): need at least one pair")
         self.size_px = size_px

@@ -14,7 +14,7 @@ Sources checked: torchgeo `BigEarthNet.class_sets` / `label_converter` and bigea
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -89,17 +89,72 @@ LABELS19: tuple[str, ...] = (
 # CORINE Land Cover level-3 codes of LABELS43, same order (the values of BigEarthNet v2.0's
 # pixel-level reference maps). CLC 335 "Glaciers and perpetual snow" does not occur in BigEarthNet.
 CLC_CODES43: tuple[int, ...] = (
-    111, 112, 121, 122, 123, 124, 131, 132, 133, 141, 142,
-    211, 212, 213, 221, 222, 223, 231, 241, 242, 243, 244,
-    311, 312, 313, 321, 322, 323, 324, 331, 332, 333, 334,
-    411, 412, 421, 422, 423,
-    511, 512, 521, 522, 523,
+    111,
+    112,
+    121,
+    122,
+    123,
+    124,
+    131,
+    132,
+    133,
+    141,
+    142,
+    211,
+    212,
+    213,
+    221,
+    222,
+    223,
+    231,
+    241,
+    242,
+    243,
+    244,
+    311,
+    312,
+    313,
+    321,
+    322,
+    323,
+    324,
+    331,
+    332,
+    333,
+    334,
+    411,
+    412,
+    421,
+    422,
+    423,
+    511,
+    512,
+    521,
+    522,
+    523,
 )
 
 # label_indices.json "label_conversion": for each 19-class label, its 43-class indices.
 _CONVERSION_ROWS: tuple[tuple[int, ...], ...] = (
-    (0, 1), (2,), (11, 12, 13), (14, 15, 16, 18), (17,), (19,), (20,), (21,), (22,), (23,), (24,),
-    (25, 31), (26, 27), (28,), (29,), (33, 34), (35, 36), (38, 39), (40, 41, 42),
+    (0, 1),
+    (2,),
+    (11, 12, 13),
+    (14, 15, 16, 18),
+    (17,),
+    (19,),
+    (20,),
+    (21,),
+    (22,),
+    (23,),
+    (24,),
+    (25, 31),
+    (26, 27),
+    (28,),
+    (29,),
+    (33, 34),
+    (35, 36),
+    (38, 39),
+    (40, 41, 42),
 )
 
 CONVERSION_43_TO_19: dict[str, str | None] = {name: None for name in LABELS43}
@@ -112,8 +167,8 @@ _INDEX = {n: {name: i for i, name in enumerate(names)} for n, names in NOMENCLAT
 
 # index arrays for vectorised conversion: LABELS43 index -> LABELS19 index or -1
 INDEX_43_TO_19: np.ndarray = np.array(
-    [LABELS19.index(CONVERSION_43_TO_19[n]) if CONVERSION_43_TO_19[n] else -1 for n in LABELS43],
-    dtype=np.int64)
+    [LABELS19.index(CONVERSION_43_TO_19[n]) if CONVERSION_43_TO_19[n] else -1 for n in LABELS43], dtype=np.int64
+)
 
 
 class UnknownLabelError(ValueError):

@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,9 +62,14 @@ def shard_name(index: int) -> str:
 def shard_schema():
     import pyarrow as pa
 
-    fields = [pa.field("patch_id", pa.string(), nullable=False), pa.field("s1_patch_id", pa.string(), nullable=False),
-              pa.field("split", pa.string()), pa.field("tile", pa.string()), pa.field("date", pa.date32()),
-              pa.field("country", pa.string())]
+    fields = [
+        pa.field("patch_id", pa.string(), nullable=False),
+        pa.field("s1_patch_id", pa.string(), nullable=False),
+        pa.field("split", pa.string()),
+        pa.field("tile", pa.string()),
+        pa.field("date", pa.date32()),
+        pa.field("country", pa.string()),
+    ]
     for b in S2_BANDS:
         n = native_size_px(b)
         fields.append(pa.field(b, pa.list_(pa.uint16(), n * n), nullable=False))
@@ -81,6 +86,7 @@ def band_dtype(band: str) -> np.dtype:
 
 
 # --- running statistics ---------------------------------------------------------------------------
+
 
 def moments(values: np.ndarray) -> list[float]:
     """[n, mean, M2] of `values` in float64 (two-pass: M2 = sum (x - mean)^2)."""
@@ -110,6 +116,7 @@ def finish_moments(m: Sequence[float]) -> dict[str, float]:
 
 # --- writing --------------------------------------------------------------------------------------
 
+
 def rows_to_table(rows: Sequence[Mapping]):
     """Pairs (dicts with ID_COLUMNS, `bands`, `labels19`, `labels43`) -> a pyarrow Table of the schema."""
     import pyarrow as pa
@@ -121,16 +128,22 @@ def rows_to_table(rows: Sequence[Mapping]):
     for b in BANDS:
         n = native_size_px(b)
         dt = band_dtype(b)
-        flat = (np.concatenate([np.ascontiguousarray(r["bands"][b], dtype=dt).reshape(-1) for r in rows])
-                if rows else np.zeros(0, dt))
+        flat = (
+            np.concatenate([np.ascontiguousarray(r["bands"][b], dtype=dt).reshape(-1) for r in rows])
+            if rows
+            else np.zeros(0, dt)
+        )
         if flat.size != len(rows) * n * n:
             raise ValueError(f"band {b}: expected {n}x{n} values per row")
         cols[b] = pa.FixedSizeListArray.from_arrays(pa.array(flat), n * n)
     l19 = np.stack([np.asarray(r["labels19"], np.uint8) for r in rows]) if rows else np.zeros((0, 19), np.uint8)
     cols["labels19"] = pa.FixedSizeListArray.from_arrays(pa.array(l19.reshape(-1)), len(LABELS19))
     has43 = [r.get("labels43") is not None for r in rows]
-    l43 = np.stack([np.asarray(r["labels43"], np.uint8) if h else np.zeros(43, np.uint8)
-                    for r, h in zip(rows, has43)]) if rows else np.zeros((0, 43), np.uint8)
+    l43 = (
+        np.stack([np.asarray(r["labels43"], np.uint8) if h else np.zeros(43, np.uint8) for r, h in zip(rows, has43)])
+        if rows
+        else np.zeros((0, 43), np.uint8)
+    )
     mask = pa.array([not h for h in has43], pa.bool_())
     cols["labels43"] = pa.FixedSizeListArray.from_arrays(pa.array(l43.reshape(-1)), len(LABELS43), mask=mask)
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
@@ -146,10 +159,15 @@ def write_shard(path: str | Path, table, meta: Mapping, row_group_size: int = 64
     schema_md[META_KEY] = json.dumps(meta).encode()
     table = table.replace_schema_metadata(schema_md)
     try:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["patch_id", "s1_patch_id", "split", "tile",
-                                                                       "country"],
-                       use_byte_stream_split=[f"{b}.list.element" for b in BANDS], row_group_size=row_group_size,
-                       write_page_checksum=True)
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            use_dictionary=["patch_id", "s1_patch_id", "split", "tile", "country"],
+            use_byte_stream_split=[f"{b}.list.element" for b in BANDS],
+            row_group_size=row_group_size,
+            write_page_checksum=True,
+        )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -167,6 +185,7 @@ def is_temporary(name: str) -> bool:
 # Readers take a local path or a URI that pyarrow's filesystems resolve (s3://bucket/shards,
 # gs://..., hdfs://...; e.g. s3://bucket/shards?endpoint_override=host:9000&scheme=http for an
 # S3-compatible store), so a cluster streams shards straight from object storage.
+
 
 def is_uri(location: str | Path) -> bool:
     return "://" in str(location)
@@ -211,8 +230,10 @@ def read_shard_meta(path: str | Path) -> dict:
         raise ShardError(f"{path}: not an hqjepa shard (no '{META_KEY.decode()}' footer metadata)")
     meta = json.loads(md[META_KEY])
     if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(f"{path}: shard schema version {meta.get('schema_version')}, this code reads "
-                         f"{SCHEMA_VERSION}; convert the archive again")
+        raise ShardError(
+            f"{path}: shard schema version {meta.get('schema_version')}, this code reads "
+            f"{SCHEMA_VERSION}; convert the archive again"
+        )
     if pf.metadata.num_rows != meta.get("rows"):
         raise ShardError(f"{path}: footer has {pf.metadata.num_rows} rows, shard metadata says {meta.get('rows')}")
     if not pf.schema_arrow.remove_metadata().equals(shard_schema().remove_metadata()):
@@ -248,8 +269,10 @@ def load_manifest(shard_dir: str | Path) -> dict:
         with fs.open_input_stream(inner) as f:
             manifest = json.loads(f.read().decode())
     except FileNotFoundError:
-        raise ShardError(f"{path}: no manifest; is {shard_dir} a converted shard directory "
-                         "(python ray_jobs/convert.py --archive ... --out ...)?") from None
+        raise ShardError(
+            f"{path}: no manifest; is {shard_dir} a converted shard directory "
+            "(python ray_jobs/convert.py --archive ... --out ...)?"
+        ) from None
     except ValueError as e:
         raise ShardError(f"{path}: unreadable manifest ({e})") from None
     if manifest.get("schema_version") != SCHEMA_VERSION:

@@ -26,30 +26,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timedelta
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from hqjepa.bands import PATCH_FOOTPRINT_M, S1_BANDS, S2_BANDS, resolution_m
-from hqjepa.data.bigearthnet import (S1_V1_DIR, S1_V2_DIR, S2_V1_DIR, S2_V2_DIR, V1_SPLIT_FILES, V2_METADATA,
-                                     V2_REFERENCE_MAPS, band_path, metadata_json_path, v2_s1_scene_folder,
-                                     v2_tile_folder)
+from hqjepa.data.bigearthnet import (
+    S1_V1_DIR,
+    S1_V2_DIR,
+    S2_V1_DIR,
+    S2_V2_DIR,
+    V1_SPLIT_FILES,
+    V2_METADATA,
+    V2_REFERENCE_MAPS,
+    band_path,
+    metadata_json_path,
+    v2_s1_scene_folder,
+    v2_tile_folder,
+)
 from hqjepa.data.labels import CLC_CODES43, LABELS19, LABELS43
 from hqjepa.data.synthetic import render_batch
 
 
 @dataclass(frozen=True)
 class _Tile:
-    tile: str            # MGRS tile, e.g. T33UUP
+    tile: str  # MGRS tile, e.g. T33UUP
     country: str
-    s2_time: str         # sensing start, YYYYMMDDThhmmss
+    s2_time: str  # sensing start, YYYYMMDDThhmmss
     s2_sat: str
-    orbit: str           # relative orbit, Rnnn
+    orbit: str  # relative orbit, Rnnn
     s1_sat: str
     s1_time: str
-    x0: int              # tile upper-left corner, UTM metres
+    x0: int  # tile upper-left corner, UTM metres
     y0: int
 
     @property
@@ -79,9 +89,18 @@ def _write_tif(path: Path, arr: np.ndarray, epsg: int, ulx: float, uly: float, r
     import rasterio
     from affine import Affine
 
-    transform = Affine(res, 0.0, ulx, 0.0, -res, uly)   # north-up, upper-left corner at (ulx, uly)
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-                       dtype=arr.dtype.name, crs=f"EPSG:{epsg}", transform=transform) as ds:
+    transform = Affine(res, 0.0, ulx, 0.0, -res, uly)  # north-up, upper-left corner at (ulx, uly)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[1],
+        height=arr.shape[0],
+        count=1,
+        dtype=arr.dtype.name,
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+    ) as ds:
         ds.write(arr, 1)
 
 
@@ -114,11 +133,14 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
                     for b in d_src:
                         d_dst[b][i] = d_src[b][j]
                 scenes.landcover[i], scenes.labels43[i], scenes.labels19[i] = (
-                    extra.landcover[j], extra.labels43[j], extra.labels19[j])
+                    extra.landcover[j],
+                    extra.labels43[j],
+                    extra.labels19[j],
+                )
             empty = np.flatnonzero(scenes.labels19.sum(1) == 0)
 
     tile_of_pair = rng.integers(0, len(_TILES), size=pairs)
-    cells = rng.permutation(_PATCHES_PER_TILE_SIDE ** 2)
+    cells = rng.permutation(_PATCHES_PER_TILE_SIDE**2)
     split_of_pair = rng.choice(["train", "validation", "test"], size=pairs, p=[0.7, 0.15, 0.15])
     rows, split_lines = [], {s: [] for s in V1_SPLIT_FILES}
     for i in range(pairs):
@@ -144,15 +166,23 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
         if layout == "v1":
             wkt = _wkt(t.epsg)
             coords = {"ulx": ulx, "uly": uly, "lrx": ulx + PATCH_FOOTPRINT_M, "lry": uly - PATCH_FOOTPRINT_M}
-            s2_meta = {"labels": names43, "coordinates": coords, "projection": wkt,
-                       "tile_source": f"{t.s2_sat}_MSIL1C_{t.s2_time}_N0205_{t.orbit}_{t.tile}_{t.s2_time}.SAFE",
-                       "acquisition_date": _iso(t.s2_time, " ")}
+            s2_meta = {
+                "labels": names43,
+                "coordinates": coords,
+                "projection": wkt,
+                "tile_source": f"{t.s2_sat}_MSIL1C_{t.s2_time}_N0205_{t.orbit}_{t.tile}_{t.s2_time}.SAFE",
+                "acquisition_date": _iso(t.s2_time, " "),
+            }
             s1_coords = {"ulx": ulx, "uly": uly, "lrx": ulx + PATCH_FOOTPRINT_M, "lly": uly - PATCH_FOOTPRINT_M}
-            s1_meta = {"labels": names43, "coordinates": s1_coords, "projection": wkt,
-                       "corresponding_s2_patch": s2v1,
-                       "scene_source": f"{t.s1_sat}_IW_GRDH_1SDV_{t.s1_time}_{_plus_seconds(t.s1_time, 25)}"
-                                       "_017018_01C579_7EEC",
-                       "acquisition_time": _iso(t.s1_time, "T")}
+            s1_meta = {
+                "labels": names43,
+                "coordinates": s1_coords,
+                "projection": wkt,
+                "corresponding_s2_patch": s2v1,
+                "scene_source": f"{t.s1_sat}_IW_GRDH_1SDV_{t.s1_time}_{_plus_seconds(t.s1_time, 25)}"
+                "_017018_01C579_7EEC",
+                "acquisition_time": _iso(t.s1_time, "T"),
+            }
             metadata_json_path(s2_dir, s2_name).write_text(json.dumps(s2_meta))
             metadata_json_path(s1_dir, s1).write_text(json.dumps(s1_meta))
             split_lines[str(split_of_pair[i])].append(f"{s2v1},{s1}")
@@ -162,9 +192,18 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
             clc = np.asarray(CLC_CODES43, np.uint16)[scenes.landcover[i]]
             _write_tif(ref_dir / f"{s2_name}_reference_map.tif", clc, t.epsg, ulx, uly, 10)
             labels19 = sorted(LABELS19[j] for j in np.flatnonzero(scenes.labels19[i]))
-            rows.append({"patch_id": s2_name, "labels": labels19, "split": str(split_of_pair[i]),
-                         "country": t.country, "s1_name": s1, "s2v1_name": s2v1,
-                         "contains_seasonal_snow": False, "contains_cloud_or_shadow": False})
+            rows.append(
+                {
+                    "patch_id": s2_name,
+                    "labels": labels19,
+                    "split": str(split_of_pair[i]),
+                    "country": t.country,
+                    "s1_name": s1,
+                    "s2v1_name": s2v1,
+                    "contains_seasonal_snow": False,
+                    "contains_cloud_or_shadow": False,
+                }
+            )
 
     if layout == "v1":
         for split, name in V1_SPLIT_FILES.items():
@@ -174,9 +213,18 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
         import pyarrow.parquet as pq
 
         rows.sort(key=lambda r: r["patch_id"])
-        schema = pa.schema([("patch_id", pa.string()), ("labels", pa.list_(pa.string())), ("split", pa.string()),
-                            ("country", pa.string()), ("s1_name", pa.string()), ("s2v1_name", pa.string()),
-                            ("contains_seasonal_snow", pa.bool_()), ("contains_cloud_or_shadow", pa.bool_())])
+        schema = pa.schema(
+            [
+                ("patch_id", pa.string()),
+                ("labels", pa.list_(pa.string())),
+                ("split", pa.string()),
+                ("country", pa.string()),
+                ("s1_name", pa.string()),
+                ("s2v1_name", pa.string()),
+                ("contains_seasonal_snow", pa.bool_()),
+                ("contains_cloud_or_shadow", pa.bool_()),
+            ]
+        )
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / V2_METADATA, compression="zstd")
     return {"out": str(out), "layout": layout, "pairs": pairs, "seed": seed}
 
@@ -184,8 +232,12 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output directory (created; must be empty)")
     parser.add_argument("--pairs", type=int, required=True, help="number of S1/S2 pairs")
-    parser.add_argument("--layout", choices=("v1", "v2"), required=True,
-                        help="v1: BigEarthNet-S1 v1.0 + BigEarthNet-S2 v1.0; v2: BigEarthNet v2.0 (reBEN)")
+    parser.add_argument(
+        "--layout",
+        choices=("v1", "v2"),
+        required=True,
+        help="v1: BigEarthNet-S1 v1.0 + BigEarthNet-S2 v1.0; v2: BigEarthNet v2.0 (reBEN)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-classes", type=int, default=6, help="land-cover classes per scene, at most")
 

@@ -29,8 +29,8 @@ Everything is vectorised over scenes (numpy FFTs in chunks); ~1000 scenes at 120
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -42,42 +42,77 @@ from hqjepa.data.labels import INDEX_43_TO_19, LABELS19, LABELS43, label_index
 # S1 sigma0 (VV, VH) in dB. Values follow typical published spectra (e.g. the USGS spectral
 # library shapes) at the precision a synthetic benchmark needs.
 _ARCHETYPES: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
-    "urban":       ((.10, .10, .11, .12, .13, .14, .15, .16, .16, .15, .18, .16), (-4.0, -11.0)),
-    "suburban":    ((.07, .07, .09, .09, .12, .18, .21, .23, .24, .22, .20, .14), (-7.0, -14.0)),
-    "bare_bright": ((.11, .12, .15, .19, .22, .24, .25, .26, .27, .26, .33, .28), (-10.0, -19.0)),
-    "park":        ((.04, .04, .07, .05, .11, .26, .32, .35, .36, .34, .22, .11), (-10.5, -17.0)),
-    "crop":        ((.05, .05, .08, .07, .12, .24, .29, .31, .32, .30, .24, .14), (-10.0, -17.0)),
-    "rice":        ((.04, .04, .06, .05, .08, .16, .19, .20, .21, .19, .12, .07), (-14.0, -22.0)),
-    "orchard":     ((.05, .05, .07, .07, .11, .20, .24, .26, .27, .25, .23, .14), (-9.0, -15.0)),
-    "grass":       ((.04, .04, .07, .05, .11, .25, .31, .33, .34, .32, .23, .12), (-11.0, -18.0)),
-    "broadleaf":   ((.03, .03, .05, .03, .08, .25, .33, .36, .37, .35, .18, .08), (-7.5, -13.0)),
-    "conifer":     ((.02, .02, .035, .02, .05, .14, .19, .21, .22, .21, .10, .045), (-8.0, -13.5)),
-    "mixed":       ((.025, .025, .043, .025, .065, .20, .26, .285, .295, .28, .14, .062), (-7.7, -13.2)),
-    "shrub":       ((.035, .035, .06, .05, .09, .18, .22, .24, .25, .23, .20, .11), (-9.0, -15.5)),
-    "sand":        ((.15, .18, .24, .30, .33, .35, .37, .38, .39, .38, .45, .40), (-17.0, -26.0)),
-    "rock":        ((.12, .13, .16, .19, .21, .22, .23, .24, .24, .23, .28, .24), (-8.0, -16.0)),
-    "sparse":      ((.08, .09, .12, .14, .17, .21, .24, .25, .26, .25, .28, .21), (-11.0, -19.0)),
-    "burnt":       ((.04, .04, .05, .06, .07, .08, .09, .10, .10, .10, .16, .14), (-12.0, -19.5)),
-    "marsh":       ((.04, .04, .06, .045, .08, .16, .20, .21, .22, .20, .12, .06), (-10.0, -17.0)),
-    "salines":     ((.20, .22, .25, .27, .27, .26, .25, .24, .24, .22, .15, .10), (-15.0, -24.0)),
-    "tidal":       ((.07, .07, .08, .08, .08, .08, .08, .08, .08, .07, .05, .03), (-14.0, -23.0)),
-    "water":       ((.06, .05, .045, .03, .025, .018, .015, .012, .011, .008, .004, .003), (-20.0, -27.0)),
-    "sea":         ((.07, .06, .05, .025, .015, .010, .008, .007, .006, .004, .002, .001), (-21.0, -28.0)),
+    "urban": ((0.10, 0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.16, 0.15, 0.18, 0.16), (-4.0, -11.0)),
+    "suburban": ((0.07, 0.07, 0.09, 0.09, 0.12, 0.18, 0.21, 0.23, 0.24, 0.22, 0.20, 0.14), (-7.0, -14.0)),
+    "bare_bright": ((0.11, 0.12, 0.15, 0.19, 0.22, 0.24, 0.25, 0.26, 0.27, 0.26, 0.33, 0.28), (-10.0, -19.0)),
+    "park": ((0.04, 0.04, 0.07, 0.05, 0.11, 0.26, 0.32, 0.35, 0.36, 0.34, 0.22, 0.11), (-10.5, -17.0)),
+    "crop": ((0.05, 0.05, 0.08, 0.07, 0.12, 0.24, 0.29, 0.31, 0.32, 0.30, 0.24, 0.14), (-10.0, -17.0)),
+    "rice": ((0.04, 0.04, 0.06, 0.05, 0.08, 0.16, 0.19, 0.20, 0.21, 0.19, 0.12, 0.07), (-14.0, -22.0)),
+    "orchard": ((0.05, 0.05, 0.07, 0.07, 0.11, 0.20, 0.24, 0.26, 0.27, 0.25, 0.23, 0.14), (-9.0, -15.0)),
+    "grass": ((0.04, 0.04, 0.07, 0.05, 0.11, 0.25, 0.31, 0.33, 0.34, 0.32, 0.23, 0.12), (-11.0, -18.0)),
+    "broadleaf": ((0.03, 0.03, 0.05, 0.03, 0.08, 0.25, 0.33, 0.36, 0.37, 0.35, 0.18, 0.08), (-7.5, -13.0)),
+    "conifer": ((0.02, 0.02, 0.035, 0.02, 0.05, 0.14, 0.19, 0.21, 0.22, 0.21, 0.10, 0.045), (-8.0, -13.5)),
+    "mixed": ((0.025, 0.025, 0.043, 0.025, 0.065, 0.20, 0.26, 0.285, 0.295, 0.28, 0.14, 0.062), (-7.7, -13.2)),
+    "shrub": ((0.035, 0.035, 0.06, 0.05, 0.09, 0.18, 0.22, 0.24, 0.25, 0.23, 0.20, 0.11), (-9.0, -15.5)),
+    "sand": ((0.15, 0.18, 0.24, 0.30, 0.33, 0.35, 0.37, 0.38, 0.39, 0.38, 0.45, 0.40), (-17.0, -26.0)),
+    "rock": ((0.12, 0.13, 0.16, 0.19, 0.21, 0.22, 0.23, 0.24, 0.24, 0.23, 0.28, 0.24), (-8.0, -16.0)),
+    "sparse": ((0.08, 0.09, 0.12, 0.14, 0.17, 0.21, 0.24, 0.25, 0.26, 0.25, 0.28, 0.21), (-11.0, -19.0)),
+    "burnt": ((0.04, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.10, 0.10, 0.16, 0.14), (-12.0, -19.5)),
+    "marsh": ((0.04, 0.04, 0.06, 0.045, 0.08, 0.16, 0.20, 0.21, 0.22, 0.20, 0.12, 0.06), (-10.0, -17.0)),
+    "salines": ((0.20, 0.22, 0.25, 0.27, 0.27, 0.26, 0.25, 0.24, 0.24, 0.22, 0.15, 0.10), (-15.0, -24.0)),
+    "tidal": ((0.07, 0.07, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.07, 0.05, 0.03), (-14.0, -23.0)),
+    "water": ((0.06, 0.05, 0.045, 0.03, 0.025, 0.018, 0.015, 0.012, 0.011, 0.008, 0.004, 0.003), (-20.0, -27.0)),
+    "sea": ((0.07, 0.06, 0.05, 0.025, 0.015, 0.010, 0.008, 0.007, 0.006, 0.004, 0.002, 0.001), (-21.0, -28.0)),
     # partners only (the sub-pixel-scale surfaces that textures mix in): streets/roofs, canopy shadow
-    "asphalt":     ((.06, .06, .07, .08, .08, .09, .09, .10, .10, .10, .12, .11), (-6.0, -14.0)),
-    "shadow":      ((.015, .015, .02, .012, .025, .06, .08, .09, .09, .09, .04, .02), (-12.0, -19.0)),
+    "asphalt": ((0.06, 0.06, 0.07, 0.08, 0.08, 0.09, 0.09, 0.10, 0.10, 0.10, 0.12, 0.11), (-6.0, -14.0)),
+    "shadow": ((0.015, 0.015, 0.02, 0.012, 0.025, 0.06, 0.08, 0.09, 0.09, 0.09, 0.04, 0.02), (-12.0, -19.0)),
 }
 
 # archetype and prior weight (rough BigEarthNet frequency) of each of the 43 classes, LABELS43 order
 _CLASS_ARCHETYPE: tuple[tuple[str, float], ...] = (
-    ("urban", 1), ("suburban", 3), ("urban", 2), ("urban", 1), ("urban", .3), ("urban", .3),
-    ("bare_bright", .5), ("bare_bright", .2), ("bare_bright", .2), ("park", .3), ("suburban", .5),
-    ("crop", 6), ("crop", 1), ("rice", .3), ("orchard", .8), ("orchard", .8), ("orchard", .5),
-    ("grass", 5), ("crop", .3), ("crop", 4), ("crop", 4), ("orchard", .5),
-    ("broadleaf", 4), ("conifer", 5), ("mixed", 5), ("grass", 1.5), ("shrub", 1), ("shrub", .8),
-    ("shrub", 4), ("sand", .3), ("rock", .3), ("sparse", .5), ("burnt", .1),
-    ("marsh", 1), ("marsh", 1), ("marsh", .3), ("salines", .1), ("tidal", .2),
-    ("water", 1), ("water", 2), ("sea", .3), ("sea", .3), ("sea", 2),
+    ("urban", 1),
+    ("suburban", 3),
+    ("urban", 2),
+    ("urban", 1),
+    ("urban", 0.3),
+    ("urban", 0.3),
+    ("bare_bright", 0.5),
+    ("bare_bright", 0.2),
+    ("bare_bright", 0.2),
+    ("park", 0.3),
+    ("suburban", 0.5),
+    ("crop", 6),
+    ("crop", 1),
+    ("rice", 0.3),
+    ("orchard", 0.8),
+    ("orchard", 0.8),
+    ("orchard", 0.5),
+    ("grass", 5),
+    ("crop", 0.3),
+    ("crop", 4),
+    ("crop", 4),
+    ("orchard", 0.5),
+    ("broadleaf", 4),
+    ("conifer", 5),
+    ("mixed", 5),
+    ("grass", 1.5),
+    ("shrub", 1),
+    ("shrub", 0.8),
+    ("shrub", 4),
+    ("sand", 0.3),
+    ("rock", 0.3),
+    ("sparse", 0.5),
+    ("burnt", 0.1),
+    ("marsh", 1),
+    ("marsh", 1),
+    ("marsh", 0.3),
+    ("salines", 0.1),
+    ("tidal", 0.2),
+    ("water", 1),
+    ("water", 2),
+    ("sea", 0.3),
+    ("sea", 0.3),
+    ("sea", 2),
 )
 assert len(_CLASS_ARCHETYPE) == len(LABELS43)
 
@@ -88,49 +123,49 @@ assert len(_CLASS_ARCHETYPE) == len(LABELS43)
 # orchard rows vs canopy grain.
 TEXTURES = ("none", "grain", "patches", "blocks", "large_blocks", "parcels", "small_parcels", "rows", "road_grid")
 _CLASS_TEXTURE: tuple[tuple[str, float, str], ...] = (  # LABELS43 order
-    ("blocks", 0.5, "asphalt"),             # Continuous urban fabric
-    ("blocks", 0.7, "grass"),               # Discontinuous urban fabric
-    ("large_blocks", 0.6, "asphalt"),       # Industrial or commercial units
-    ("road_grid", 0.8, "grass"),            # Road and rail networks and associated land
-    ("large_blocks", 0.6, "water"),         # Port areas
-    ("road_grid", 0.9, "grass"),            # Airports
-    ("patches", 0.6, "water"),              # Mineral extraction sites
-    ("grain", 0.6, "rock"),                 # Dump sites
-    ("large_blocks", 0.7, "urban"),         # Construction sites
-    ("patches", 0.5, "broadleaf"),          # Green urban areas
-    ("large_blocks", 0.5, "bare_bright"),   # Sport and leisure facilities
-    ("parcels", 0.7, "bare_bright"),        # Non-irrigated arable land
-    ("parcels", 0.4, "grass"),              # Permanently irrigated land
-    ("parcels", 0.6, "water"),              # Rice fields
-    ("rows", 0.7, "bare_bright"),           # Vineyards
-    ("rows", 0.5, "grass"),                 # Fruit trees and berry plantations
-    ("grain", 0.6, "bare_bright"),          # Olive groves
-    ("patches", 0.2, "grass"),              # Pastures
-    ("parcels", 0.5, "orchard"),            # Annual crops associated with permanent crops
+    ("blocks", 0.5, "asphalt"),  # Continuous urban fabric
+    ("blocks", 0.7, "grass"),  # Discontinuous urban fabric
+    ("large_blocks", 0.6, "asphalt"),  # Industrial or commercial units
+    ("road_grid", 0.8, "grass"),  # Road and rail networks and associated land
+    ("large_blocks", 0.6, "water"),  # Port areas
+    ("road_grid", 0.9, "grass"),  # Airports
+    ("patches", 0.6, "water"),  # Mineral extraction sites
+    ("grain", 0.6, "rock"),  # Dump sites
+    ("large_blocks", 0.7, "urban"),  # Construction sites
+    ("patches", 0.5, "broadleaf"),  # Green urban areas
+    ("large_blocks", 0.5, "bare_bright"),  # Sport and leisure facilities
+    ("parcels", 0.7, "bare_bright"),  # Non-irrigated arable land
+    ("parcels", 0.4, "grass"),  # Permanently irrigated land
+    ("parcels", 0.6, "water"),  # Rice fields
+    ("rows", 0.7, "bare_bright"),  # Vineyards
+    ("rows", 0.5, "grass"),  # Fruit trees and berry plantations
+    ("grain", 0.6, "bare_bright"),  # Olive groves
+    ("patches", 0.2, "grass"),  # Pastures
+    ("parcels", 0.5, "orchard"),  # Annual crops associated with permanent crops
     ("small_parcels", 0.9, "bare_bright"),  # Complex cultivation patterns
-    ("patches", 0.6, "shrub"),              # Land principally occupied by agriculture, with natural vegetation
-    ("grain", 0.6, "grass"),                # Agro-forestry areas
-    ("grain", 0.3, "shadow"),               # Broad-leaved forest
-    ("grain", 0.5, "shadow"),               # Coniferous forest
-    ("patches", 0.5, "conifer"),            # Mixed forest
-    ("patches", 0.25, "shrub"),             # Natural grassland
-    ("patches", 0.5, "sparse"),             # Moors and heathland
-    ("grain", 0.5, "bare_bright"),          # Sclerophyllous vegetation
-    ("patches", 0.6, "broadleaf"),          # Transitional woodland/shrub
-    ("rows", 0.3, "sparse"),                # Beaches, dunes, sands
-    ("grain", 0.5, "shadow"),               # Bare rock
-    ("grain", 0.5, "grass"),                # Sparsely vegetated areas
-    ("patches", 0.5, "shrub"),              # Burnt areas
-    ("patches", 0.5, "water"),              # Inland marshes
-    ("grain", 0.4, "water"),                # Peatbogs
-    ("patches", 0.5, "tidal"),              # Salt marshes
-    ("small_parcels", 0.8, "water"),        # Salines
-    ("patches", 0.6, "water"),              # Intertidal flats
-    ("none", 0.0, "water"),                 # Water courses
-    ("none", 0.0, "water"),                 # Water bodies
-    ("patches", 0.2, "tidal"),              # Coastal lagoons
-    ("patches", 0.3, "tidal"),              # Estuaries
-    ("none", 0.0, "sea"),                   # Sea and ocean
+    ("patches", 0.6, "shrub"),  # Land principally occupied by agriculture, with natural vegetation
+    ("grain", 0.6, "grass"),  # Agro-forestry areas
+    ("grain", 0.3, "shadow"),  # Broad-leaved forest
+    ("grain", 0.5, "shadow"),  # Coniferous forest
+    ("patches", 0.5, "conifer"),  # Mixed forest
+    ("patches", 0.25, "shrub"),  # Natural grassland
+    ("patches", 0.5, "sparse"),  # Moors and heathland
+    ("grain", 0.5, "bare_bright"),  # Sclerophyllous vegetation
+    ("patches", 0.6, "broadleaf"),  # Transitional woodland/shrub
+    ("rows", 0.3, "sparse"),  # Beaches, dunes, sands
+    ("grain", 0.5, "shadow"),  # Bare rock
+    ("grain", 0.5, "grass"),  # Sparsely vegetated areas
+    ("patches", 0.5, "shrub"),  # Burnt areas
+    ("patches", 0.5, "water"),  # Inland marshes
+    ("grain", 0.4, "water"),  # Peatbogs
+    ("patches", 0.5, "tidal"),  # Salt marshes
+    ("small_parcels", 0.8, "water"),  # Salines
+    ("patches", 0.6, "water"),  # Intertidal flats
+    ("none", 0.0, "water"),  # Water courses
+    ("none", 0.0, "water"),  # Water bodies
+    ("patches", 0.2, "tidal"),  # Coastal lagoons
+    ("patches", 0.3, "tidal"),  # Estuaries
+    ("none", 0.0, "sea"),  # Sea and ocean
 )
 assert len(_CLASS_TEXTURE) == len(LABELS43)
 
@@ -174,6 +209,7 @@ S2_SIGNATURES, S1_SIGMA0_DB, CLASS_PRIOR = _class_tables()
 
 # --- containers -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Scene:
     """One synthetic S1/S2 pair.
@@ -194,12 +230,12 @@ class Scene:
 class SceneBatch:
     """Many scenes as arrays: the fast path for training data and archive writing."""
 
-    landcover: np.ndarray                       # [n, S, S] uint8
-    s2: dict[str, np.ndarray]                   # band -> [n, h, w] uint16 (native grid)
-    s1: dict[str, np.ndarray]                   # band -> [n, S, S] float32 dB
-    labels43: np.ndarray                        # [n, 43] uint8 multi-hot
-    labels19: np.ndarray                        # [n, 19] uint8 multi-hot
-    fractions: np.ndarray = field(repr=False)   # [n, 43] float32 area fraction of each class
+    landcover: np.ndarray  # [n, S, S] uint8
+    s2: dict[str, np.ndarray]  # band -> [n, h, w] uint16 (native grid)
+    s1: dict[str, np.ndarray]  # band -> [n, S, S] float32 dB
+    labels43: np.ndarray  # [n, 43] uint8 multi-hot
+    labels19: np.ndarray  # [n, 19] uint8 multi-hot
+    fractions: np.ndarray = field(repr=False)  # [n, 43] float32 area fraction of each class
 
     def __len__(self) -> int:
         return self.landcover.shape[0]
@@ -215,6 +251,7 @@ class SceneBatch:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
 
 def native_size(band: str, size_px: int) -> int:
     """Side in px of `band` for a scene that is `size_px` at 10 m (120 -> 120/60/20)."""
@@ -233,7 +270,7 @@ def _smooth_fields(rng: np.random.Generator, n: int, k: int, size: int, corr_px:
     fy = np.fft.fftfreq(pad).astype(np.float32)
     fx = np.fft.rfftfreq(pad).astype(np.float32)
     f2 = fy[:, None] ** 2 + fx[None, :] ** 2
-    kernel = np.exp(-2.0 * np.pi ** 2 * (corr_px.astype(np.float32) ** 2)[:, None, None, None] * f2)
+    kernel = np.exp(-2.0 * np.pi**2 * (corr_px.astype(np.float32) ** 2)[:, None, None, None] * f2)
     fields = np.fft.irfft2(np.fft.rfft2(noise) * kernel, s=(pad, pad))[..., :size, :size]
     fields -= fields.mean(axis=(-2, -1), keepdims=True)
     fields /= fields.std(axis=(-2, -1), keepdims=True) + 1e-12
@@ -275,7 +312,7 @@ def _blocks(rng: np.random.Generator, n: int, size: int, side: int, binary: bool
     if binary:
         grid = (grid < 0.5).astype(np.float32)
     off = rng.integers(0, side, size=(n, 2))
-    iy = (np.arange(size)[None, :] + off[:, :1]) // side                       # [n, size]
+    iy = (np.arange(size)[None, :] + off[:, :1]) // side  # [n, size]
     ix = (np.arange(size)[None, :] + off[:, 1:]) // side
     return grid[np.arange(n)[:, None, None], iy[:, :, None], ix[:, None, :]]
 
@@ -303,7 +340,7 @@ def _texture_maps(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     maps[:, at["small_parcels"]] = _blocks(rng, n, size, 6, binary=False)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta = rng.uniform(0.0, np.pi, size=(n, 1, 1)).astype(np.float32)
-    u = xx * np.cos(theta) + yy * np.sin(theta)                              # [n, S, S]
+    u = xx * np.cos(theta) + yy * np.sin(theta)  # [n, S, S]
     v = -xx * np.sin(theta) + yy * np.cos(theta)
     period = rng.uniform(3.0, 5.0, size=(n, 1, 1)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
@@ -347,8 +384,16 @@ def _class_ids(classes: Sequence[str | int] | None) -> np.ndarray:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int, min_classes: int,
-                  pool: np.ndarray, min_fraction: float) -> SceneBatch:
+
+def _render_chunk(
+    rng: np.random.Generator,
+    n: int,
+    size: int,
+    max_classes: int,
+    min_classes: int,
+    pool: np.ndarray,
+    min_fraction: float,
+) -> SceneBatch:
     k_max = min(max_classes, len(pool))
     k_min = min(min_classes, k_max)
     # 1. latent land-cover map
@@ -356,13 +401,13 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
     p = CLASS_PRIOR[pool] / CLASS_PRIOR[pool].sum()
     # Gumbel top-k: k_max distinct classes per scene drawn with probabilities p
     keys = np.log(p)[None, :] + rng.gumbel(size=(n, len(pool)))
-    chosen = pool[np.argsort(-keys, axis=1)[:, :k_max]]                       # [n, k_max]
-    corr = rng.uniform(size / 14.0, size / 4.0, size=n)                       # region scale, px
+    chosen = pool[np.argsort(-keys, axis=1)[:, :k_max]]  # [n, k_max]
+    corr = rng.uniform(size / 14.0, size / 4.0, size=n)  # region scale, px
     fields = _coarse_fields(rng, n, k_max, size, corr)
     fields += rng.normal(0.0, 0.6, size=(n, k_max, 1, 1)).astype(np.float32)  # dominance
     unused = np.arange(k_max)[None, :] >= k[:, None]
     fields[unused] = -np.inf
-    slot = fields.argmax(axis=1)                                              # [n, S, S]
+    slot = fields.argmax(axis=1)  # [n, S, S]
     landcover = np.take_along_axis(chosen, slot.reshape(n, -1), axis=1).reshape(n, size, size)
     landcover = landcover.astype(np.uint8)
 
@@ -370,13 +415,13 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
     # with its texture partner by the class's pattern, a smooth texture and the illumination
     maps = _texture_maps(rng, n, size)
     mix = np.take_along_axis(maps, TEXTURE_KIND[landcover][:, None], axis=1)[:, 0]
-    mix *= TEXTURE_AMOUNT[landcover]                                          # [n, S, S]
+    mix *= TEXTURE_AMOUNT[landcover]  # [n, S, S]
     del maps
     texture = _smooth_fields(rng, n, 2, size, rng.uniform(1.5, 4.0, size=n))  # [n, 2, S, S]
     illum = rng.uniform(0.85, 1.15, size=(n, 1, 1, 1)).astype(np.float32)
-    refl = S2_SIGNATURES.astype(np.float32)[landcover]                       # [n, S, S, 12]
+    refl = S2_SIGNATURES.astype(np.float32)[landcover]  # [n, S, S, 12]
     refl += mix[..., None] * (PARTNER_S2[landcover] - refl)
-    refl = np.moveaxis(refl, -1, 1) * illum * (1.0 + 0.08 * texture[:, :1])   # [n, 12, S, S]
+    refl = np.moveaxis(refl, -1, 1) * illum * (1.0 + 0.08 * texture[:, :1])  # [n, 12, S, S]
     s2 = {}
     for c, band in enumerate(S2_BANDS):
         r = area_average(refl[:, c], native_size(band, size))
@@ -404,9 +449,17 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, max_classes: int,
     return SceneBatch(landcover, s2, s1, labels43, labels19, fractions)
 
 
-def render_batch(rng: np.random.Generator, n: int, size_px: int = 120, max_classes: int = 6, *,
-                 min_classes: int = 1, classes: Sequence[str | int] | None = None,
-                 min_fraction: float = 0.01, chunk: int = 64) -> SceneBatch:
+def render_batch(
+    rng: np.random.Generator,
+    n: int,
+    size_px: int = 120,
+    max_classes: int = 6,
+    *,
+    min_classes: int = 1,
+    classes: Sequence[str | int] | None = None,
+    min_fraction: float = 0.01,
+    chunk: int = 64,
+) -> SceneBatch:
     """Draw `n` scenes of `size_px` x `size_px` at 10 m.
 
     max_classes / min_classes: land-cover classes per scene (drawn uniformly in that range).
@@ -414,12 +467,15 @@ def render_batch(rng: np.random.Generator, n: int, size_px: int = 120, max_class
     min_fraction: a class is a label when it covers more than this fraction of the scene.
     """
     if n < 0 or size_px < 2 or max_classes < 1:
-        raise ValueError(f"render_batch(n={n}, size_px={size_px}, max_classes={max_classes}): "
-                         "need n >= 0, size_px >= 2, max_classes >= 1")
+        raise ValueError(
+            f"render_batch(n={n}, size_px={size_px}, max_classes={max_classes}): "
+            "need n >= 0, size_px >= 2, max_classes >= 1"
+        )
     pool = _class_ids(classes)
-    parts = [_render_chunk(rng, min(chunk, n - i), size_px, max_classes, min_classes, pool, min_fraction)
-             for i in range(0, n, chunk)] or [_render_chunk(rng, 0, size_px, max_classes, min_classes, pool,
-                                                              min_fraction)]
+    parts = [
+        _render_chunk(rng, min(chunk, n - i), size_px, max_classes, min_classes, pool, min_fraction)
+        for i in range(0, n, chunk)
+    ] or [_render_chunk(rng, 0, size_px, max_classes, min_classes, pool, min_fraction)]
     if len(parts) == 1:
         return parts[0]
     return SceneBatch(
@@ -432,9 +488,16 @@ def render_batch(rng: np.random.Generator, n: int, size_px: int = 120, max_class
     )
 
 
-def render_scene(rng: np.random.Generator, size_px: int = 120, max_classes: int = 6, *,
-                 min_classes: int = 1, classes: Sequence[str | int] | None = None,
-                 min_fraction: float = 0.01) -> Scene:
+def render_scene(
+    rng: np.random.Generator,
+    size_px: int = 120,
+    max_classes: int = 6,
+    *,
+    min_classes: int = 1,
+    classes: Sequence[str | int] | None = None,
+    min_fraction: float = 0.01,
+) -> Scene:
     """Draw one scene (see the module docstring for the generative model)."""
-    return render_batch(rng, 1, size_px, max_classes, min_classes=min_classes, classes=classes,
-                        min_fraction=min_fraction).scene(0)
+    return render_batch(
+        rng, 1, size_px, max_classes, min_classes=min_classes, classes=classes, min_fraction=min_fraction
+    ).scene(0)

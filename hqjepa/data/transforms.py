@@ -16,9 +16,9 @@ synthetic generator).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from hqjepa.bands import REFERENCE_SIZE_PX, S1_BANDS, S2_BANDS
 
-
 # --- resampling -----------------------------------------------------------------------------------
+
 
 def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
@@ -56,8 +56,9 @@ def resample_array(x: np.ndarray | torch.Tensor, size_px: int) -> torch.Tensor:
     return out.reshape(*lead, size_px, size_px)
 
 
-def resample_to(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = REFERENCE_SIZE_PX
-                ) -> dict[str, np.ndarray]:
+def resample_to(
+    bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = REFERENCE_SIZE_PX
+) -> dict[str, np.ndarray]:
     """band -> [..., h, w] arrays at any grid -> band -> float32 [..., size_px, size_px] arrays.
 
     Bands of the same grid are resampled together in one interpolate call.
@@ -75,6 +76,7 @@ def resample_to(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = R
 
 
 # --- normalisation --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BandStats:
@@ -97,9 +99,8 @@ class BandStats:
         return {b: {"mean": float(self.mean[b]), "std": float(self.std[b])} for b in self.mean}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Mapping[str, float]]) -> "BandStats":
-        return cls(mean={b: float(v["mean"]) for b, v in d.items()},
-                   std={b: float(v["std"]) for b, v in d.items()})
+    def from_dict(cls, d: Mapping[str, Mapping[str, float]]) -> BandStats:
+        return cls(mean={b: float(v["mean"]) for b, v in d.items()}, std={b: float(v["std"]) for b, v in d.items()})
 
 
 def normalise(x: np.ndarray | torch.Tensor, bands: Sequence[str], stats: BandStats) -> torch.Tensor:
@@ -111,8 +112,12 @@ def normalise(x: np.ndarray | torch.Tensor, bands: Sequence[str], stats: BandSta
     return (t - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]
 
 
-def stack_s2(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = REFERENCE_SIZE_PX,
-             stats: BandStats | None = None, order: Sequence[str] = S2_BANDS) -> torch.Tensor:
+def stack_s2(
+    bands: Mapping[str, np.ndarray | torch.Tensor],
+    size_px: int = REFERENCE_SIZE_PX,
+    stats: BandStats | None = None,
+    order: Sequence[str] = S2_BANDS,
+) -> torch.Tensor:
     """S2 bands at native grids -> float32 [..., 12, size_px, size_px] in S2_BANDS order.
 
     20 m / 60 m bands are upsampled (module docstring); normalised when `stats` is given.
@@ -125,8 +130,12 @@ def stack_s2(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = REFE
     return normalise(x, order, stats) if stats is not None else x
 
 
-def stack_s1(bands: Mapping[str, np.ndarray | torch.Tensor], size_px: int = REFERENCE_SIZE_PX,
-             stats: BandStats | None = None, order: Sequence[str] = S1_BANDS) -> torch.Tensor:
+def stack_s1(
+    bands: Mapping[str, np.ndarray | torch.Tensor],
+    size_px: int = REFERENCE_SIZE_PX,
+    stats: BandStats | None = None,
+    order: Sequence[str] = S1_BANDS,
+) -> torch.Tensor:
     """S1 bands (dB) -> float32 [..., 2, size_px, size_px] in S1_BANDS order, normalised if `stats`."""
     missing = [b for b in order if b not in bands]
     if missing:
@@ -153,8 +162,7 @@ def synthetic_band_stats(size_px: int = REFERENCE_SIZE_PX, max_classes: int = 6)
     """
     from hqjepa.data.synthetic import render_batch  # local: keep `transforms` importable on its own
 
-    batch = render_batch(np.random.default_rng(SYNTHETIC_STATS_SEED), SYNTHETIC_STATS_SCENES, size_px,
-                         max_classes)
+    batch = render_batch(np.random.default_rng(SYNTHETIC_STATS_SEED), SYNTHETIC_STATS_SCENES, size_px, max_classes)
     mean, std = {}, {}
     for band, arr in list(batch.s2.items()) + list(batch.s1.items()):
         a = arr.astype(np.float64)

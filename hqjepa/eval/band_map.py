@@ -23,8 +23,8 @@ A task missing more than `max_missing` of the encoder's bands is refused.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from hqjepa.eval.safe_pickle import GeoBenchFormatError, Sentinel2
 
@@ -59,8 +59,7 @@ class BandMapping:
         return tuple(b for b in self.target if self.source[b] is None)
 
 
-def map_bands(task: str, bands_info: Sequence[object], target: Sequence[str],
-              max_missing: int = 2) -> BandMapping:
+def map_bands(task: str, bands_info: Sequence[object], target: Sequence[str], max_missing: int = 2) -> BandMapping:
     """Match a task's band-info list to the encoder's band names (`target`, e.g. cfg.model.s2_bands)."""
     by_s2: dict[str, str] = {}
     dropped = []
@@ -76,5 +75,6 @@ def map_bands(task: str, bands_info: Sequence[object], target: Sequence[str],
         raise GeoBenchFormatError(
             f"{task}: provides {len(target) - len(mapping.missing)} of the encoder's {len(target)} "
             f"bands; missing {', '.join(mapping.missing)} (more than max_missing_bands={max_missing}); "
-            f"task bands: {', '.join(getattr(i, 'name', '?') for i in bands_info)}")
+            f"task bands: {', '.join(getattr(i, 'name', '?') for i in bands_info)}"
+        )
     return mapping

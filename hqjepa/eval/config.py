@@ -12,7 +12,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from hqjepa.config import ConfigError, _build_section, _f, parse_override, read_yaml
 from hqjepa.eval.geobench import TASKS
@@ -23,11 +23,14 @@ class RunSection:
     seeds: tuple[int, ...] = _f((0, 1, 2), lo=0, doc="one run per seed; mean +- std reported")
     partition: str = _f("default", doc="GeoBench partition file <name>_partition.json")
     max_missing_bands: int = _f(2, lo=0, doc="encoder bands a task may lack (filled with the band mean)")
-    random_init_seed: Union[int, None] = _f(0, lo=0, doc="torch seed of the random-init baseline encoder; null = "
-                                                       "the job's seed (seed i probes random encoder i)")
-    classification_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
-    segmentation_size: Union[int, None] = _f(None, lo=1, doc="input px; null = native rounded to the patch")
-    limit_per_split: Union[int, None] = _f(None, lo=1, doc="use at most this many samples per split")
+    random_init_seed: int | None = _f(
+        0,
+        lo=0,
+        doc="torch seed of the random-init baseline encoder; null = the job's seed (seed i probes random encoder i)",
+    )
+    classification_size: int | None = _f(None, lo=1, doc="input px; null = native rounded to the patch")
+    segmentation_size: int | None = _f(None, lo=1, doc="input px; null = native rounded to the patch")
+    limit_per_split: int | None = _f(None, lo=1, doc="use at most this many samples per split")
     num_workers: int = _f(0, lo=0, doc="DataLoader workers per evaluation")
 
 
@@ -40,8 +43,11 @@ class LinearSection:
     weight_decay: float = _f(0.0, lo=0)
     batch_size: int = _f(256, lo=1)
     extract_batch_size: int = _f(32, lo=1)
-    feature_blocks: int = _f(1, lo=1, doc="probe the last N blocks' normed tokens, concatenated (1: the "
-                                          "encoder's output; DINO's ViT-S probe used 4)")
+    feature_blocks: int = _f(
+        1,
+        lo=1,
+        doc="probe the last N blocks' normed tokens, concatenated (1: the encoder's output; DINO's ViT-S probe used 4)",
+    )
 
 
 @dataclass
@@ -64,7 +70,7 @@ class EvalConfig:
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def for_task(self, task: str) -> "EvalConfig":
+    def for_task(self, task: str) -> EvalConfig:
         """This config with the task's overrides applied (linear/finetune keys)."""
         over = self.tasks.get(task) or {}
         if not over:
@@ -82,6 +88,7 @@ class EvalConfig:
             if isinstance(o, (list, tuple)):
                 return [plain(v) for v in o]
             return o
+
         return plain(dataclasses.asdict(self))
 
 

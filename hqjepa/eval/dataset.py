@@ -20,7 +20,7 @@ pretraining 120 px would show the encoder 5 m pixels it never saw.) `run.classif
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,9 +40,17 @@ def native_input_size(native_px: int, patch_size: int) -> int:
 class GeoBenchSplit(Dataset):
     """One split of one task as (x, y) tensors (see the module docstring)."""
 
-    def __init__(self, task: GeoBenchTask, split: str, target_bands: Sequence[str], input_size: int,
-                 partition: str = "default", max_missing_bands: int = 2,
-                 mapping: BandMapping | None = None, limit: int | None = None):
+    def __init__(
+        self,
+        task: GeoBenchTask,
+        split: str,
+        target_bands: Sequence[str],
+        input_size: int,
+        partition: str = "default",
+        max_missing_bands: int = 2,
+        mapping: BandMapping | None = None,
+        limit: int | None = None,
+    ):
         self.task = task
         self.split = split
         self.names = task.split(split, partition)[:limit]
@@ -73,8 +81,10 @@ class GeoBenchSplit(Dataset):
                 continue
             a = torch.from_numpy(np.asarray(sample.bands[source], dtype=np.float32))
             if a.ndim != 2:
-                raise GeoBenchFormatError(f"{self.task.name}: band {source!r} of {self.names[i]}.hdf5 has "
-                                          f"shape {tuple(a.shape)}, expected a 2-D image")
+                raise GeoBenchFormatError(
+                    f"{self.task.name}: band {source!r} of {self.names[i]}.hdf5 has "
+                    f"shape {tuple(a.shape)}, expected a 2-D image"
+                )
             a = (a - self.mean[source]) / self.std[source]
             a = resample_array(a, size)  # the project's rule: bilinear up, area averaging down
             planes.append(a)

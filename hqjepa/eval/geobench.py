@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -42,25 +43,28 @@ class TaskInfo:
 
     name: str
     benchmark: str
-    kind: str        # "multiclass" | "multilabel" | "segmentation"
-    metric: str      # "Accuracy" | "F1" | "Jaccard"
+    kind: str  # "multiclass" | "multilabel" | "segmentation"
+    metric: str  # "Accuracy" | "F1" | "Jaccard"
     n_classes: int
     size_px: int
-    short: str       # column name of the paper's Table 1
+    short: str  # column name of the paper's Table 1
 
 
-TASKS: dict[str, TaskInfo] = {t.name: t for t in (
-    TaskInfo("m-bigearthnet", "classification_v1.0", "multilabel", "F1", 43, 120, "m-bigearthnet"),
-    TaskInfo("m-eurosat", "classification_v1.0", "multiclass", "Accuracy", 10, 64, "m-eurosat"),
-    TaskInfo("m-so2sat", "classification_v1.0", "multiclass", "Accuracy", 17, 32, "m-so2sat"),
-    TaskInfo("m-brick-kiln", "classification_v1.0", "multiclass", "Accuracy", 2, 64, "m-brick-kiln"),
-    TaskInfo("m-SA-crop-type", "segmentation_v1.0", "segmentation", "Jaccard", 10, 256, "m-SA-crop"),
-    TaskInfo("m-cashew-plant", "segmentation_v1.0", "segmentation", "Jaccard", 7, 256, "m-cashew"),
-)}
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo("m-bigearthnet", "classification_v1.0", "multilabel", "F1", 43, 120, "m-bigearthnet"),
+        TaskInfo("m-eurosat", "classification_v1.0", "multiclass", "Accuracy", 10, 64, "m-eurosat"),
+        TaskInfo("m-so2sat", "classification_v1.0", "multiclass", "Accuracy", 17, 32, "m-so2sat"),
+        TaskInfo("m-brick-kiln", "classification_v1.0", "multiclass", "Accuracy", 2, 64, "m-brick-kiln"),
+        TaskInfo("m-SA-crop-type", "segmentation_v1.0", "segmentation", "Jaccard", 10, 256, "m-SA-crop"),
+        TaskInfo("m-cashew-plant", "segmentation_v1.0", "segmentation", "Jaccard", 7, 256, "m-cashew"),
+    )
+}
 
 
 def parse_tasks(text: str | Sequence[str] | None) -> list[str]:
-    """"all", None or a comma list -> task names in the paper's column order; unknown names refused."""
+    """ "all", None or a comma list -> task names in the paper's column order; unknown names refused."""
     if text is None or text == "all" or (not isinstance(text, str) and list(text) == ["all"]):
         return list(TASKS)
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
@@ -116,8 +120,7 @@ class GeoBenchTask:
         candidates = [root / self.info.benchmark / name, root / name]
         found = next((c for c in candidates if c.is_dir()), None)
         if found is None:
-            raise GeoBenchFormatError(f"{name}: task directory not found under {root} "
-                                      f"(looked for {candidates[0]})")
+            raise GeoBenchFormatError(f"{name}: task directory not found under {root} (looked for {candidates[0]})")
         self.dir = found
         self.specs = self._load_specs()
         self.band_infos = list(self.specs.bands_info)
@@ -125,8 +128,9 @@ class GeoBenchTask:
         self.label_type = self.specs.label_type
         n = getattr(self.label_type, "n_classes", None)
         if n != self.info.n_classes:
-            raise GeoBenchFormatError(f"{name}: task_specs.pkl has {n} classes, GeoBench's {name} has "
-                                      f"{self.info.n_classes}")
+            raise GeoBenchFormatError(
+                f"{name}: task_specs.pkl has {n} classes, GeoBench's {name} has {self.info.n_classes}"
+            )
         self.n_classes = int(n)
         self._stats: dict[str, BandStats] | None = None
 
@@ -185,8 +189,13 @@ class GeoBenchTask:
             stats = {}
             for band, d in raw.items():
                 try:
-                    stats[band] = BandStats(mean=float(d["mean"]), std=float(d["std"]),
-                                            min=d.get("min"), max=d.get("max"), median=d.get("median"))
+                    stats[band] = BandStats(
+                        mean=float(d["mean"]),
+                        std=float(d["std"]),
+                        min=d.get("min"),
+                        max=d.get("max"),
+                        median=d.get("median"),
+                    )
                 except (KeyError, TypeError, ValueError):
                     raise self._error(f"{path.name}: entry {band!r} lacks a numeric mean/std") from None
             self._stats = stats
@@ -225,8 +234,10 @@ class GeoBenchTask:
                 for band in wanted:
                     descriptor = by_name.get(band)
                     if descriptor is None or descriptor not in fp:
-                        raise self._error(f"sample file {path.name} lacks band {band!r} listed in task_specs.pkl "
-                                          f"(has: {', '.join(by_name)})")
+                        raise self._error(
+                            f"sample file {path.name} lacks band {band!r} listed in task_specs.pkl "
+                            f"(has: {', '.join(by_name)})"
+                        )
                     out[band] = np.asarray(fp[descriptor][()])
                 if label_key is not None:
                     label = np.asarray(fp[label_key][()])
@@ -237,8 +248,9 @@ class GeoBenchTask:
         except GeoBenchFormatError:
             raise
         except (OSError, KeyError, ValueError, EOFError, AttributeError, TypeError, pickle.UnpicklingError) as e:
-            raise self._error(f"sample file {path.name} is corrupt or not HDF5 ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+            raise self._error(
+                f"sample file {path.name} is corrupt or not HDF5 ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from None
         return Sample(sample_name, out, self._check_label(path.name, label))
 
     def _check_label(self, file: str, label: Any) -> Any:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -64,9 +65,15 @@ def write_sample(task_dir: str | Path, sample_name: str, bands: Sequence[BandArr
         for band in all_bands:
             d = band.descriptor
             fp.create_dataset(name=d, data=band.data)
-            attrs[d] = dict(date=band.date, date_id=band.date, spatial_resolution=band.spatial_resolution,
-                            band_info=band.band_info, meta_info=band.meta_info, transform=band.transform,
-                            crs=band.crs)
+            attrs[d] = dict(
+                date=band.date,
+                date_id=band.date,
+                spatial_resolution=band.spatial_resolution,
+                band_info=band.band_info,
+                meta_info=band.meta_info,
+                transform=band.transform,
+                crs=band.crs,
+            )
             order.append(d)
         attrs["bands_order"] = order
         fp.attrs["pickle"] = str(dumps_geobench(attrs))
@@ -89,10 +96,19 @@ def write_partition(task_dir: str | Path, name: str, partition: Mapping[str, Seq
 def band_statistics(values: np.ndarray) -> dict[str, float]:
     """geobench.dataset.compute_stats: min, max, mean, std, median and six percentiles."""
     q01, q1, q5, median, q95, q99, q999 = np.percentile(values, q=[0.1, 1, 5, 50, 95, 99, 99.9])
-    return {"min": float(np.min(values)), "max": float(np.max(values)), "mean": float(np.mean(values)),
-            "std": float(np.std(values)), "median": float(median), "percentile_0_1": float(q01),
-            "percentile_1": float(q1), "percentile_5": float(q5), "percentile_95": float(q95),
-            "percentile_99": float(q99), "percentile_99_9": float(q999)}
+    return {
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+        "median": float(median),
+        "percentile_0_1": float(q01),
+        "percentile_1": float(q1),
+        "percentile_5": float(q5),
+        "percentile_95": float(q95),
+        "percentile_99": float(q99),
+        "percentile_99_9": float(q999),
+    }
 
 
 @dataclass

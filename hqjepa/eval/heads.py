@@ -27,7 +27,7 @@ class FeatureNorm(nn.Module):
         self.register_buffer("sigma", torch.ones(dim))
 
     @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> "FeatureNorm":
+    def fit(self, features: torch.Tensor) -> FeatureNorm:
         flat = features.reshape(-1, features.shape[-1]).float()
         self.mu.copy_(flat.mean(0))
         self.sigma.copy_(flat.std(0).clamp_min(1e-6))
@@ -63,8 +63,8 @@ class PatchLinearDecoder(nn.Module):
         h, w = grid
         if h * w != n:
             raise ValueError(f"{n} tokens do not form a {h} x {w} grid")
-        logits = self.linear(self.norm(tokens.float()))                  # [B, N, K]
-        logits = logits.transpose(1, 2).reshape(b, -1, h, w)              # [B, K, h, w]
+        logits = self.linear(self.norm(tokens.float()))  # [B, N, K]
+        logits = logits.transpose(1, 2).reshape(b, -1, h, w)  # [B, K, h, w]
         return F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
 
 

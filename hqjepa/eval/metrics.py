@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import torch
 from torchmetrics.classification import (
-    MulticlassAccuracy, MulticlassJaccardIndex, MultilabelF1Score,
+    MulticlassAccuracy,
+    MulticlassJaccardIndex,
+    MultilabelF1Score,
 )
 
 METRIC_NAMES = {"multiclass": "Accuracy", "multilabel": "F1", "segmentation": "Jaccard"}

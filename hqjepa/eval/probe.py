@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from hqjepa.eval.heads import PatchLinearDecoder, PooledLinearHead, task_loss
 from hqjepa.eval.metrics import TaskMetric
@@ -48,9 +49,16 @@ def _grid(x: torch.Tensor, patch: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, splits: Mapping[str, Dataset], kind: str, n_classes: int,
-                     batch_size: int = 32, num_workers: int = 0, device: str | torch.device = "cpu",
-                     feature_blocks: int = 1) -> Features:
+def extract_features(
+    encoder: nn.Module,
+    splits: Mapping[str, Dataset],
+    kind: str,
+    n_classes: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    feature_blocks: int = 1,
+) -> Features:
     """Run the frozen encoder once over every split (see the module docstring).
 
     feature_blocks: tokens of the last N blocks concatenated (`HybridEncoder.block_tokens`); 1 = output.
@@ -70,11 +78,14 @@ def extract_features(encoder: nn.Module, splits: Mapping[str, Dataset], kind: st
 
 
 def _make_head(kind: str, dim: int, n_classes: int, norm: bool) -> nn.Module:
-    return PatchLinearDecoder(dim, n_classes, norm) if kind == "segmentation" else PooledLinearHead(dim, n_classes, norm)
+    return (
+        PatchLinearDecoder(dim, n_classes, norm) if kind == "segmentation" else PooledLinearHead(dim, n_classes, norm)
+    )
 
 
-def _head_logits(head: nn.Module, kind: str, x: torch.Tensor, grid: tuple[int, int] | None,
-                 y: torch.Tensor) -> torch.Tensor:
+def _head_logits(
+    head: nn.Module, kind: str, x: torch.Tensor, grid: tuple[int, int] | None, y: torch.Tensor
+) -> torch.Tensor:
     if kind == "segmentation":
         return head(x.float(), grid, tuple(y.shape[-2:]))
     return head(x.float())
@@ -86,7 +97,7 @@ def _score_head(head: nn.Module, feats: Features, split: str, batch_size: int, d
     head.eval()
     x, y = feats.x[split], feats.y[split]
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         metric.update(_head_logits(head, feats.kind, xb, feats.grid, yb), yb)
     return metric.compute()
 
@@ -98,8 +109,15 @@ def _cosine(step: int, total: int, warmup: int = 0) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def linear_probe(feats: Features, lrs: tuple[float, ...], epochs: int, weight_decay: float = 0.0,
-                 batch_size: int = 256, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
+def linear_probe(
+    feats: Features,
+    lrs: tuple[float, ...],
+    epochs: int,
+    weight_decay: float = 0.0,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Train a linear head per lr on frozen features; keep the best (lr, epoch) on valid; score test once."""
     train_x, train_y = feats.x["train"], feats.y["train"]
     best: dict[str, Any] = {"valid": -math.inf}
@@ -156,20 +174,42 @@ def _score_model(model: EncoderWithHead, loader: DataLoader, n_classes: int, dev
     return metric.compute()
 
 
-def finetune(encoder: nn.Module, splits: Mapping[str, Dataset], kind: str, n_classes: int, *, epochs: int,
-             lr: float, encoder_lr_scale: float = 0.1, weight_decay: float = 0.05, batch_size: int = 32,
-             warmup_epochs: float = 1.0, grad_clip: float = 1.0, seed: int = 0, num_workers: int = 0,
-             device: str | torch.device = "cpu") -> dict[str, Any]:
+def finetune(
+    encoder: nn.Module,
+    splits: Mapping[str, Dataset],
+    kind: str,
+    n_classes: int,
+    *,
+    epochs: int,
+    lr: float,
+    encoder_lr_scale: float = 0.1,
+    weight_decay: float = 0.05,
+    batch_size: int = 32,
+    warmup_epochs: float = 1.0,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Fine-tune encoder + head (module docstring); returns valid/test scores of the best epoch."""
     torch.manual_seed(seed)
     model = EncoderWithHead(encoder, kind, n_classes).to(device)
-    opt = torch.optim.AdamW([
-        {"params": model.encoder.parameters(), "lr": lr * encoder_lr_scale},
-        {"params": model.head.parameters(), "lr": lr},
-    ], weight_decay=weight_decay)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": lr * encoder_lr_scale},
+            {"params": model.head.parameters(), "lr": lr},
+        ],
+        weight_decay=weight_decay,
+    )
     gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(splits["train"], batch_size=batch_size, shuffle=True, generator=gen,
-                       num_workers=num_workers, drop_last=len(splits["train"]) > batch_size)
+    train = DataLoader(
+        splits["train"],
+        batch_size=batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=num_workers,
+        drop_last=len(splits["train"]) > batch_size,
+    )
     valid = DataLoader(splits["valid"], batch_size=batch_size, num_workers=num_workers)
     test = DataLoader(splits["test"], batch_size=batch_size, num_workers=num_workers)
     total = epochs * len(train)
@@ -190,8 +230,12 @@ def finetune(encoder: nn.Module, splits: Mapping[str, Dataset], kind: str, n_cla
             sched.step()
         score = _score_model(model, valid, n_classes, device)
         if score > best["valid"]:
-            best = {"valid": score, "epoch": epoch + 1, "lr": lr,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "valid": score,
+                "epoch": epoch + 1,
+                "lr": lr,
+                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            }
     model.load_state_dict(best.pop("state"))
     best["test"] = _score_model(model, test, n_classes, device)
     return best

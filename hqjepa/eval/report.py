@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from hqjepa.eval.geobench import TASKS
 
@@ -31,8 +32,11 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str
     """encoder -> protocol -> task -> {mean, std, n, n_runs, scores, valid_mean, errors}."""
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for r in records:
-        cell = out.setdefault(r["encoder"], {}).setdefault(r["protocol"], {}).setdefault(
-            r["task"], {"scores": [], "valid": [], "errors": [], "n_runs": 0})
+        cell = (
+            out.setdefault(r["encoder"], {})
+            .setdefault(r["protocol"], {})
+            .setdefault(r["task"], {"scores": [], "valid": [], "errors": [], "n_runs": 0})
+        )
         cell["n_runs"] += 1
         if r.get("status") == "ok":
             cell["scores"].append(float(r["test"]))
@@ -88,8 +92,10 @@ def markdown_table(records: Sequence[dict[str, Any]], encoder_names: dict[str, s
                     row.append(text)
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Test-split scores in percent, mean ± standard deviation (ddof=1) over seeds; "
-                 "model selection on the valid split only.")
+    lines.append(
+        "Test-split scores in percent, mean ± standard deviation (ddof=1) over seeds; "
+        "model selection on the valid split only."
+    )
     if notes:
         lines.append("")
         lines.extend(f"[{i}] {msg}" for i, msg in enumerate(notes, 1))
@@ -100,13 +106,17 @@ def bar_chart(records: Sequence[dict[str, Any]], path: str | Path, encoder_names
     """Grouped bars: one group per task, one bar per (encoder, protocol), error bars = std; a failed
     cell is an empty slot marked 'x'."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     summary = summarize(records)
     tasks = _ordered((r["task"] for r in records), list(TASKS))
-    series = [(e, p) for e in _ordered(summary, ["checkpoint", "random-init"])
-              for p in _ordered(summary[e], list(PROTOCOL_NAMES))]
+    series = [
+        (e, p)
+        for e in _ordered(summary, ["checkpoint", "random-init"])
+        for p in _ordered(summary[e], list(PROTOCOL_NAMES))
+    ]
     names = encoder_names or {}
     width = 0.8 / max(1, len(series))
     fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 2, 4))
@@ -121,8 +131,14 @@ def bar_chart(records: Sequence[dict[str, Any]], path: str | Path, encoder_names
                 errs.append(cell["std"])
             elif cell:
                 failed.append(x)
-        bars = ax.bar(xs, heights, width, yerr=errs, capsize=2,
-                      label=f"{names.get(enc, enc)}, {PROTOCOL_NAMES.get(protocol, protocol)}")
+        bars = ax.bar(
+            xs,
+            heights,
+            width,
+            yerr=errs,
+            capsize=2,
+            label=f"{names.get(enc, enc)}, {PROTOCOL_NAMES.get(protocol, protocol)}",
+        )
         if failed:
             ax.plot(failed, [1.0] * len(failed), "x", color=bars.patches[0].get_facecolor() if bars.patches else "k")
     ax.set_xticks(range(len(tasks)))
@@ -138,15 +154,27 @@ def bar_chart(records: Sequence[dict[str, Any]], path: str | Path, encoder_names
     return path
 
 
-def write_report(out_dir: str | Path, records: Sequence[dict[str, Any]], meta: dict[str, Any],
-                 encoder_names: dict[str, str] | None = None) -> dict[str, str]:
+def write_report(
+    out_dir: str | Path,
+    records: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    encoder_names: dict[str, str] | None = None,
+) -> dict[str, str]:
     """results.json (meta, every run, the summary), table.md, results.png in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = sorted(records, key=lambda r: (list(TASKS).index(r["task"]) if r["task"] in TASKS else 99,
-                                             r["encoder"], r["protocol"], r["seed"]))
-    (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "units": "percent", "runs": records, "summary": summarize(records)}, indent=1) + "\n")
+    records = sorted(
+        records,
+        key=lambda r: (
+            list(TASKS).index(r["task"]) if r["task"] in TASKS else 99,
+            r["encoder"],
+            r["protocol"],
+            r["seed"],
+        ),
+    )
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "units": "percent", "runs": records, "summary": summarize(records)}, indent=1) + "\n"
+    )
     (out / "table.md").write_text(markdown_table(records, encoder_names))
     bar_chart(records, out / "results.png", encoder_names)
     return {"results": str(out / "results.json"), "table": str(out / "table.md"), "chart": str(out / "results.png")}

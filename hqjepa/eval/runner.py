@@ -44,7 +44,7 @@ class EvalJob:
     checkpoint: str | None
     benchmark_dir: str
     config: dict
-    model_config: str | None = None   # YAML whose model section the checkpoint must match
+    model_config: str | None = None  # YAML whose model section the checkpoint must match
     device: str | None = None
 
     @property
@@ -84,7 +84,9 @@ def load_job_encoder(job: EvalJob) -> tuple[torch.nn.Module, Any]:
     return build_encoder(model_cfg), model_cfg
 
 
-def open_splits(job: EvalJob, encoder: torch.nn.Module, model_cfg: Any) -> tuple[GeoBenchTask, dict[str, GeoBenchSplit]]:
+def open_splits(
+    job: EvalJob, encoder: torch.nn.Module, model_cfg: Any
+) -> tuple[GeoBenchTask, dict[str, GeoBenchSplit]]:
     """The task's train/valid/test splits in the encoder's band order and input size."""
     cfg = job.eval_config()
     task = GeoBenchTask(job.benchmark_dir, job.task)
@@ -95,26 +97,41 @@ def open_splits(job: EvalJob, encoder: torch.nn.Module, model_cfg: Any) -> tuple
     if size % patch:
         raise GeoBenchFormatError(f"{job.task}: input size {size} px is not a multiple of the patch size {patch}")
     bands = tuple(getattr(encoder, "bands", None) or model_cfg.s2_bands)
-    first = GeoBenchSplit(task, "train", bands, size, cfg.run.partition, cfg.run.max_missing_bands,
-                          limit=cfg.run.limit_per_split)
+    first = GeoBenchSplit(
+        task, "train", bands, size, cfg.run.partition, cfg.run.max_missing_bands, limit=cfg.run.limit_per_split
+    )
     splits = {"train": first}
     for split in SPLITS[1:]:
-        splits[split] = GeoBenchSplit(task, split, bands, size, cfg.run.partition, mapping=first.mapping,
-                                      limit=cfg.run.limit_per_split)
+        splits[split] = GeoBenchSplit(
+            task, split, bands, size, cfg.run.partition, mapping=first.mapping, limit=cfg.run.limit_per_split
+        )
     return task, splits
 
 
 def _record(job: EvalJob, **fields: Any) -> dict[str, Any]:
-    return {"task": job.task, "protocol": job.protocol, "encoder": job.encoder, "seed": job.seed,
-            "metric": METRIC_NAMES[TASKS[job.task].kind] if job.task in TASKS else None,
-            "checkpoint": job.checkpoint, **fields}
+    return {
+        "task": job.task,
+        "protocol": job.protocol,
+        "encoder": job.encoder,
+        "seed": job.seed,
+        "metric": METRIC_NAMES[TASKS[job.task].kind] if job.task in TASKS else None,
+        "checkpoint": job.checkpoint,
+        **fields,
+    }
 
 
 def error_record(job: EvalJob, exc: BaseException, seconds: float = 0.0) -> dict[str, Any]:
     """A failed job: the message names the task, protocol, encoder and seed, then the cause."""
     message = f"{job.label}: {type(exc).__name__}: {str(exc).strip() or repr(exc)}"
-    return _record(job, status="error", error=message, valid=None, test=None, seconds=round(seconds, 2),
-                   traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:])
+    return _record(
+        job,
+        status="error",
+        error=message,
+        valid=None,
+        test=None,
+        seconds=round(seconds, 2),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+    )
 
 
 def feature_seeds(encoder: str, seeds: list[int], config: dict) -> dict[int, int]:
@@ -135,8 +152,16 @@ def run_extract(job: EvalJob) -> Features | dict[str, Any]:
         encoder, model_cfg = load_job_encoder(job)
         task, splits = open_splits(job, encoder, model_cfg)
         cfg = job.eval_config()
-        return extract_features(encoder, splits, task.info.kind, task.n_classes, cfg.linear.extract_batch_size,
-                                cfg.run.num_workers, _device(job), cfg.linear.feature_blocks)
+        return extract_features(
+            encoder,
+            splits,
+            task.info.kind,
+            task.n_classes,
+            cfg.linear.extract_batch_size,
+            cfg.run.num_workers,
+            _device(job),
+            cfg.linear.feature_blocks,
+        )
     except Exception as exc:  # reported, never raised: the other tasks go on
         return error_record(job, exc, time.time() - t0)
 
@@ -162,10 +187,22 @@ def run_finetune(job: EvalJob) -> dict[str, Any]:
         task, splits = open_splits(job, encoder, model_cfg)
         cfg = job.eval_config()
         ft = cfg.finetune
-        out = finetune(encoder, splits, task.info.kind, task.n_classes, epochs=ft.epochs, lr=ft.lr,
-                       encoder_lr_scale=ft.encoder_lr_scale, weight_decay=ft.weight_decay, batch_size=ft.batch_size,
-                       warmup_epochs=ft.warmup_epochs, grad_clip=ft.grad_clip, seed=job.seed,
-                       num_workers=cfg.run.num_workers, device=_device(job))
+        out = finetune(
+            encoder,
+            splits,
+            task.info.kind,
+            task.n_classes,
+            epochs=ft.epochs,
+            lr=ft.lr,
+            encoder_lr_scale=ft.encoder_lr_scale,
+            weight_decay=ft.weight_decay,
+            batch_size=ft.batch_size,
+            warmup_epochs=ft.warmup_epochs,
+            grad_clip=ft.grad_clip,
+            seed=job.seed,
+            num_workers=cfg.run.num_workers,
+            device=_device(job),
+        )
         sizes = {f"n_{s}": len(splits[s]) for s in SPLITS}
         return _record(job, status="ok", error=None, seconds=round(time.time() - t0, 2), **out, **sizes)
     except Exception as exc:

@@ -39,6 +39,7 @@ class UnsafePickleError(GeoBenchFormatError, pickle.UnpicklingError):
 
 # --- stand-ins for geobench classes ----------------------------------------------------------------
 
+
 class _Record:
     """Base of the stand-ins: attributes come from the pickle's state dict."""
 
@@ -65,8 +66,9 @@ class BandInfo(_Record):
 class SpectralBand(BandInfo):
     """geobench.dataset.SpectralBand: adds `wavelength` (micrometres)."""
 
-    def __init__(self, name: str, alt_names: tuple = (), spatial_resolution: float | None = None,
-                 wavelength: float | None = None):
+    def __init__(
+        self, name: str, alt_names: tuple = (), spatial_resolution: float | None = None, wavelength: float | None = None
+    ):
         super().__init__(name, alt_names, spatial_resolution, wavelength=wavelength)
 
 
@@ -138,8 +140,7 @@ class MultiLabelClassification(LabelType):
 class SegmentationClasses(BandInfo, LabelType):
     """geobench.dataset.SegmentationClasses: the `label` band of a segmentation task."""
 
-    def __init__(self, name: str, spatial_resolution: float, n_classes: int,
-                 class_names: list[str] | None = None):
+    def __init__(self, name: str, spatial_resolution: float, n_classes: int, class_names: list[str] | None = None):
         BandInfo.__init__(self, name, (), spatial_resolution)
         self.n_classes = n_classes
         self._class_names = class_names
@@ -157,12 +158,25 @@ class TaskSpecifications(_Record):
     """geobench.task.TaskSpecifications: dataset_name, benchmark_name, patch_size, n_time_steps,
     bands_info (list of BandInfo, in the task's band order), label_type, spatial_resolution."""
 
-    def __init__(self, dataset_name: str, bands_info: list, spatial_resolution: float,
-                 benchmark_name: str | None = None, patch_size: tuple | None = None,
-                 n_time_steps: int | None = None, label_type: Any = None):
-        super().__init__(dataset_name=dataset_name, benchmark_name=benchmark_name, patch_size=patch_size,
-                         n_time_steps=n_time_steps, bands_info=bands_info, label_type=label_type,
-                         spatial_resolution=spatial_resolution)
+    def __init__(
+        self,
+        dataset_name: str,
+        bands_info: list,
+        spatial_resolution: float,
+        benchmark_name: str | None = None,
+        patch_size: tuple | None = None,
+        n_time_steps: int | None = None,
+        label_type: Any = None,
+    ):
+        super().__init__(
+            dataset_name=dataset_name,
+            benchmark_name=benchmark_name,
+            patch_size=patch_size,
+            n_time_steps=n_time_steps,
+            bands_info=bands_info,
+            label_type=label_type,
+            spatial_resolution=spatial_resolution,
+        )
 
 
 class _OldMetric(_Record):
@@ -188,7 +202,7 @@ class GeoTransform:
     a state dict {a..i}. Both land here. `to_affine()` gives the real object when needed.
     """
 
-    def __new__(cls, *args: float) -> "GeoTransform":
+    def __new__(cls, *args: float) -> GeoTransform:
         self = super().__new__(cls)
         self.coefficients = tuple(float(a) for a in args)
         return self
@@ -199,6 +213,7 @@ class GeoTransform:
 
     def to_affine(self) -> Any:
         import affine
+
         return affine.Affine(*self.coefficients[:6])
 
     def __repr__(self) -> str:
@@ -214,6 +229,7 @@ class CRSRecord:
 
     def to_rasterio(self) -> Any:
         from rasterio.crs import CRS
+
         return CRS.from_wkt(self.wkt) if self.wkt else CRS.from_dict(self.params or {})
 
     def __repr__(self) -> str:
@@ -221,8 +237,19 @@ class CRSRecord:
 
 
 # geobench's class name -> stand-in, and the module each name is written under today
-_DATASET_CLASSES = (BandInfo, SpectralBand, Sentinel1, Sentinel2, Landsat8, Mask, ElevationBand,
-                    MultiBand, HyperSpectralBands, CloudProbability, SegmentationClasses)
+_DATASET_CLASSES = (
+    BandInfo,
+    SpectralBand,
+    Sentinel1,
+    Sentinel2,
+    Landsat8,
+    Mask,
+    ElevationBand,
+    MultiBand,
+    HyperSpectralBands,
+    CloudProbability,
+    SegmentationClasses,
+)
 _LABEL_CLASSES = (LabelType, Classification, SemanticSegmentation, MultiLabelClassification, Detection)
 _TASK_CLASSES = (TaskSpecifications, Accuracy, MultilabelAccuracy, SegmentationAccuracy)
 
@@ -233,17 +260,31 @@ GEOBENCH_NAME: dict[type, tuple[str, str]] = {
     **{c: ("geobench.task", c.__name__) for c in _TASK_CLASSES},
 }
 # `geobench/__init__.py` re-exports everything and aliases the old `geobench.io.*` / `ccb.io.*` names
-_GEOBENCH_MODULES = frozenset({
-    "geobench", "geobench.dataset", "geobench.label", "geobench.task",
-    "geobench.io", "geobench.io.dataset", "geobench.io.label", "geobench.io.task",
-    "ccb", "ccb.io", "ccb.io.dataset", "ccb.io.label", "ccb.io.task",
-})
+_GEOBENCH_MODULES = frozenset(
+    {
+        "geobench",
+        "geobench.dataset",
+        "geobench.label",
+        "geobench.task",
+        "geobench.io",
+        "geobench.io.dataset",
+        "geobench.io.label",
+        "geobench.io.task",
+        "ccb",
+        "ccb.io",
+        "ccb.io.dataset",
+        "ccb.io.label",
+        "ccb.io.task",
+    }
+)
 
 
 # --- numpy, guarded ---------------------------------------------------------------------------------
 
+
 def _np_module(name: str) -> Any:
     import importlib
+
     try:
         return importlib.import_module(f"numpy._core.{name}")
     except ImportError:  # numpy < 2
@@ -287,10 +328,16 @@ _OTHER: dict[tuple[str, str], Any] = {
     ("rasterio.crs", "CRS"): CRSRecord,
     ("rasterio._crs", "_CRS"): CRSRecord,
 }
-_ALLOWED_STDLIB = frozenset({
-    ("datetime", "date"), ("datetime", "datetime"), ("datetime", "time"),
-    ("datetime", "timedelta"), ("datetime", "timezone"), ("collections", "OrderedDict"),
-})
+_ALLOWED_STDLIB = frozenset(
+    {
+        ("datetime", "date"),
+        ("datetime", "datetime"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("collections", "OrderedDict"),
+    }
+)
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -309,7 +356,8 @@ class SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"refusing to unpickle {module}.{name}: it is not part of GeoBench's data format "
             "(allowed: geobench band/label/task classes, affine.Affine, rasterio.crs.CRS, datetime, "
-            "numpy arrays)")
+            "numpy arrays)"
+        )
 
 
 def safe_loads(data: bytes) -> Any:
@@ -338,6 +386,7 @@ def loads_attr(text: str) -> Any:
 
 # --- writing under geobench's names -----------------------------------------------------------------
 
+
 class _GeoBenchPickler(pickle._Pickler):  # the pure-Python pickler: its save_global can be extended
     """Writes a stand-in class as the global `geobench.<module>.<Class>`.
 
@@ -355,7 +404,7 @@ class _GeoBenchPickler(pickle._Pickler):  # the pure-Python pickler: its save_gl
             self.save(qualname)
             self.write(pickle.STACK_GLOBAL)
         else:
-            self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("utf-8"))
+            self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode())
         self.memoize(obj)
 
 

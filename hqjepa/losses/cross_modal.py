@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from hqjepa.losses.masked import masked_token_mean
 
 
-def cross_modal_loss(pred_s2: torch.Tensor, proj_s1: torch.Tensor, valid: torch.Tensor,
-                     kind: str = "smooth_l1", beta: float = 1.0) -> torch.Tensor:
+def cross_modal_loss(
+    pred_s2: torch.Tensor, proj_s1: torch.Tensor, valid: torch.Tensor, kind: str = "smooth_l1", beta: float = 1.0
+) -> torch.Tensor:
     """pred_s2, proj_s1 [B, K, T, D], valid [B, K, T] -> scalar."""
     pred_s2 = F.layer_norm(pred_s2, pred_s2.shape[-1:])
     proj_s1 = F.layer_norm(proj_s1, proj_s1.shape[-1:])

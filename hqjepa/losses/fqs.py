@@ -37,4 +37,4 @@ def collapse_gap(matched: Tensor, shuffled: Tensor) -> Tensor:
     """gap = mean F(matched pairs) - mean F(shuffled pairs), without gradient; NaN if B < 2."""
     if matched.shape[0] < 2:
         return torch.full((), float("nan"), dtype=matched.dtype, device=matched.device)
-    return (matched.detach().mean() - shuffled.detach().mean())
+    return matched.detach().mean() - shuffled.detach().mean()

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from hqjepa.losses.masked import masked_token_mean
 
 
-def prediction_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                    beta: float = 1.0) -> torch.Tensor:
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """pred, target [B, K, T, D], valid [B, K, T] -> scalar."""
     per_token = F.smooth_l1_loss(pred, target.detach(), reduction="none", beta=beta).mean(-1)
     return masked_token_mean(per_token, valid)

@@ -63,7 +63,7 @@ class SIGReg(nn.Module):
         trapezoid[[0, -1]] = dt
         window = torch.exp(-0.5 * t.square())
         self.register_buffer("t", t, persistent=False)
-        self.register_buffer("phi0", window, persistent=False)      # N(0,1) characteristic function
+        self.register_buffer("phi0", window, persistent=False)  # N(0,1) characteristic function
         self.register_buffer("weights", trapezoid * window, persistent=False)
 
     def directions(self, dim: int, step: int, device: torch.device) -> torch.Tensor:
@@ -75,10 +75,10 @@ class SIGReg(nn.Module):
     def forward(self, z: torch.Tensor, step: int) -> torch.Tensor:
         """z [N, D] -> scalar statistic (computed in float32)."""
         z = z.float()
-        x = z @ self.directions(z.shape[-1], step, z.device)          # [N, M]
-        xt = x.unsqueeze(-1) * self.t                                   # [N, M, knots]
+        x = z @ self.directions(z.shape[-1], step, z.device)  # [N, M]
+        xt = x.unsqueeze(-1) * self.t  # [N, M, knots]
         re = _all_reduce_mean(xt.cos().mean(0))
         im = _all_reduce_mean(xt.sin().mean(0))
-        err = (re - self.phi0).square() + im.square()                   # [M, knots]
+        err = (re - self.phi0).square() + im.square()  # [M, knots]
         n_global = z.shape[0] * _world()
         return (err @ self.weights).mean() * n_global

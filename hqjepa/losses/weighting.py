@@ -59,7 +59,7 @@ class LossWeighting(nn.Module):
             self.register_buffer("slow", torch.zeros(len(self.names)))
             self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         if scheme == "gradnorm":
-            self.register_buffer("grad_norms", torch.zeros(len(self.names)))   # G_i, 0 = not measured yet
+            self.register_buffer("grad_norms", torch.zeros(len(self.names)))  # G_i, 0 = not measured yet
         self.applied: dict[str, float] = dict(self.base)  # the weights the last forward used
 
     @property

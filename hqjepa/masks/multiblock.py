@@ -38,18 +38,23 @@ from hqjepa.config import MaskConfig
 class MaskBatch:
     """Masks of a batch. Padded entries have index 0 and valid False."""
 
-    ctx_idx: torch.Tensor    # int64 [B, Nc]
+    ctx_idx: torch.Tensor  # int64 [B, Nc]
     ctx_valid: torch.Tensor  # bool  [B, Nc]
-    tgt_idx: torch.Tensor    # int64 [B, K, T]
+    tgt_idx: torch.Tensor  # int64 [B, K, T]
     tgt_valid: torch.Tensor  # bool  [B, K, T]
 
-    def to(self, device: torch.device | str) -> "MaskBatch":
-        return MaskBatch(*(t.to(device, non_blocking=True) for t in
-                           (self.ctx_idx, self.ctx_valid, self.tgt_idx, self.tgt_valid)))
+    def to(self, device: torch.device | str) -> MaskBatch:
+        return MaskBatch(
+            *(t.to(device, non_blocking=True) for t in (self.ctx_idx, self.ctx_valid, self.tgt_idx, self.tgt_valid))
+        )
 
     def as_dict(self) -> dict[str, torch.Tensor]:
-        return {"ctx_idx": self.ctx_idx, "ctx_valid": self.ctx_valid,
-                "tgt_idx": self.tgt_idx, "tgt_valid": self.tgt_valid}
+        return {
+            "ctx_idx": self.ctx_idx,
+            "ctx_valid": self.ctx_valid,
+            "tgt_idx": self.tgt_idx,
+            "tgt_valid": self.tgt_valid,
+        }
 
 
 @lru_cache(maxsize=64)
@@ -69,15 +74,15 @@ def block_shapes(grid: int, scale: tuple[float, float]) -> np.ndarray:
     return hw.astype(np.int64)
 
 
-def draw_block_shapes(rng: np.random.Generator, count: tuple[int, ...], grid: int,
-                      scale: tuple[float, float], aspect: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def draw_block_shapes(
+    rng: np.random.Generator, count: tuple[int, ...], grid: int, scale: tuple[float, float], aspect: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw block heights and widths of the given batch shape (see module docstring)."""
     shapes = block_shapes(grid, (float(scale[0]), float(scale[1])))
-    s = rng.uniform(scale[0], scale[1], size=count) * grid * grid   # independent draws
+    s = rng.uniform(scale[0], scale[1], size=count) * grid * grid  # independent draws
     a = rng.uniform(aspect[0], aspect[1], size=count)
     h, w = shapes[:, 0].astype(np.float64), shapes[:, 1].astype(np.float64)
-    cost = (np.abs(np.log(h * w) - np.log(s)[..., None]) +
-            np.abs(np.log(h / w) - np.log(a)[..., None]))
+    cost = np.abs(np.log(h * w) - np.log(s)[..., None]) + np.abs(np.log(h / w) - np.log(a)[..., None])
     pick = shapes[np.argmin(cost, axis=-1)]
     return pick[..., 0], pick[..., 1]
 
@@ -110,8 +115,9 @@ def _as_numpy_rng(generator: np.random.Generator | torch.Generator | int | None)
     return np.random.default_rng(generator)
 
 
-def sample_masks(batch_size: int, grid: int, cfg: MaskConfig,
-                 generator: np.random.Generator | torch.Generator | int | None = None) -> MaskBatch:
+def sample_masks(
+    batch_size: int, grid: int, cfg: MaskConfig, generator: np.random.Generator | torch.Generator | int | None = None
+) -> MaskBatch:
     """Draw context and target masks for a batch on a grid x grid patch grid.
 
     Samples whose context falls below `cfg.min_keep` patches are redrawn whole (targets and
@@ -139,8 +145,10 @@ def sample_masks(batch_size: int, grid: int, cfg: MaskConfig,
         raise ValueError(
             f"mask settings cannot keep mask.min_keep={cfg.min_keep} context patches on a {grid}x{grid} grid "
             f"after {cfg.max_tries} draws (target_scale={cfg.target_scale}, num_targets={k}, "
-            f"context_scale={cfg.context_scale}); lower min_keep or the target scale")
+            f"context_scale={cfg.context_scale}); lower min_keep or the target scale"
+        )
     ctx_idx, ctx_valid = _pad_indices(context)
     tgt_idx, tgt_valid = _pad_indices(targets)
-    return MaskBatch(torch.from_numpy(ctx_idx), torch.from_numpy(ctx_valid),
-                     torch.from_numpy(tgt_idx), torch.from_numpy(tgt_valid))
+    return MaskBatch(
+        torch.from_numpy(ctx_idx), torch.from_numpy(ctx_valid), torch.from_numpy(tgt_idx), torch.from_numpy(tgt_valid)
+    )

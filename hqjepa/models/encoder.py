@@ -60,17 +60,29 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class HybridEncoder(nn.Module):
-    def __init__(self, bands: tuple[str, ...], embed_dim: int, depth: int, n_mamba: int, num_heads: int,
-                 patch_size: int = 10, mlp_ratio: float = 4.0, d_state: int = 16, d_conv: int = 4,
-                 expand: int = 2, mamba_backend: str = "auto") -> None:
+    def __init__(
+        self,
+        bands: tuple[str, ...],
+        embed_dim: int,
+        depth: int,
+        n_mamba: int,
+        num_heads: int,
+        patch_size: int = 10,
+        mlp_ratio: float = 4.0,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        mamba_backend: str = "auto",
+    ) -> None:
         super().__init__()
         self.bands = tuple(bands)
         self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.patch_embed = PatchEmbed(len(bands), embed_dim, patch_size)
         self.blocks = nn.ModuleList(
-            [MambaBlock(embed_dim, mlp_ratio, d_state, d_conv, expand, mamba_backend) for _ in range(n_mamba)] +
-            [AttentionBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth - n_mamba)])
+            [MambaBlock(embed_dim, mlp_ratio, d_state, d_conv, expand, mamba_backend) for _ in range(n_mamba)]
+            + [AttentionBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth - n_mamba)]
+        )
         self.norm = nn.LayerNorm(embed_dim)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
         init_weights(self)
@@ -89,8 +101,9 @@ class HybridEncoder(nn.Module):
         tokens, grid = self.patch_embed(x)
         return tokens + self.pos_embed(grid, tokens.device).to(tokens.dtype)
 
-    def forward(self, x: torch.Tensor, keep_idx: torch.Tensor | None = None,
-                keep_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, keep_idx: torch.Tensor | None = None, keep_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x [B, C, H, W] (bands in `self.bands` order) -> tokens [B, N, D], or the kept tokens
         [B, M, D] / [B, K, T, D] when `keep_idx` is [B, M] / [B, K, T] (padded entries are zero)."""
         tokens = self._embed(x)
@@ -150,12 +163,22 @@ def init_weights(module: nn.Module) -> None:
 
 def build_encoder(cfg: ModelConfig) -> HybridEncoder:
     """The S2 context/target encoder of a config."""
-    return HybridEncoder(cfg.s2_bands, cfg.embed_dim, cfg.depth, cfg.n_mamba, cfg.num_heads, cfg.patch_size,
-                         cfg.mlp_ratio, cfg.d_state, cfg.d_conv, cfg.expand, cfg.mamba_backend)
+    return HybridEncoder(
+        cfg.s2_bands,
+        cfg.embed_dim,
+        cfg.depth,
+        cfg.n_mamba,
+        cfg.num_heads,
+        cfg.patch_size,
+        cfg.mlp_ratio,
+        cfg.d_state,
+        cfg.d_conv,
+        cfg.expand,
+        cfg.mamba_backend,
+    )
 
 
 def build_s1_encoder(cfg: ModelConfig) -> HybridEncoder:
     """The smaller modality-specific S1 encoder (attention blocks only: it sees short per-block
     sequences of about 25 tokens, where a scan adds little)."""
-    return HybridEncoder(cfg.s1_bands, cfg.s1_embed_dim, cfg.s1_depth, 0, cfg.s1_heads, cfg.patch_size,
-                         cfg.mlp_ratio)
+    return HybridEncoder(cfg.s1_bands, cfg.s1_embed_dim, cfg.s1_depth, 0, cfg.s1_heads, cfg.patch_size, cfg.mlp_ratio)

@@ -45,16 +45,24 @@ class HQJEPA(nn.Module):
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.predictor = Predictor(m.embed_dim, m.predictor_embed_dim, m.predictor_depth, m.predictor_heads,
-                                   m.mlp_ratio)
-        base = {"pred": 1.0, "cm": loss.w_cm, "sig": loss.w_sig, "fqs": loss.w_fqs, "sig_ctx": loss.w_sig_ctx,
-                "pix": loss.w_pix}
+        self.predictor = Predictor(
+            m.embed_dim, m.predictor_embed_dim, m.predictor_depth, m.predictor_heads, m.mlp_ratio
+        )
+        base = {
+            "pred": 1.0,
+            "cm": loss.w_cm,
+            "sig": loss.w_sig,
+            "fqs": loss.w_fqs,
+            "sig_ctx": loss.w_sig_ctx,
+            "pix": loss.w_pix,
+        }
         self.weighting = LossWeighting(loss.weighting, base, loss.dwa_temperature)
         self.uses = set(self.weighting.names)
         if self.uses & {"cm", "sig"}:
             self.s1_encoder = build_s1_encoder(m)
-            self.s1_proj = nn.Sequential(nn.Linear(m.s1_embed_dim, m.embed_dim), nn.GELU(),
-                                         nn.Linear(m.embed_dim, m.embed_dim))
+            self.s1_proj = nn.Sequential(
+                nn.Linear(m.s1_embed_dim, m.embed_dim), nn.GELU(), nn.Linear(m.embed_dim, m.embed_dim)
+            )
         if "sig" in self.uses:
             self.fusion = CrossModalFusion(m.embed_dim, m.fusion_heads)
         if self.uses & {"sig", "sig_ctx"}:
@@ -63,8 +71,10 @@ class HQJEPA(nn.Module):
             self.pix_head = nn.Linear(m.embed_dim, 2 * len(m.s2_bands))
         if "fqs" in self.uses:
             from hqjepa.quantum.head import FQSHead
-            self.fqs_head = FQSHead(m.embed_dim, m.fqs_enc_layers, m.fqs_pred_layers,
-                                    backend=loss.fqs_backend, device=loss.fqs_device)
+
+            self.fqs_head = FQSHead(
+                m.embed_dim, m.fqs_enc_layers, m.fqs_pred_layers, backend=loss.fqs_backend, device=loss.fqs_device
+            )
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
@@ -93,25 +103,26 @@ class HQJEPA(nn.Module):
         beta = self.cfg.loss.smooth_l1_beta
 
         with torch.no_grad():
-            targets = gather_tokens(self.teacher_tokens(s2), tgt_idx)       # [B, K, T, D]
+            targets = gather_tokens(self.teacher_tokens(s2), tgt_idx)  # [B, K, T, D]
 
-        ctx = self.student(s2, ctx_idx, ctx_valid)                          # [B, Nc, D]
+        ctx = self.student(s2, ctx_idx, ctx_valid)  # [B, Nc, D]
         pred = self.predictor(ctx, ctx_idx, ctx_valid, tgt_idx, tgt_valid, self.grid)
         terms = {"pred": prediction_loss(pred, targets, tgt_valid, beta)}
         if "sig_ctx" in self.uses:  # every valid context token is one embedding, or each sample's mean token
             emb = ctx[ctx_valid] if self.cfg.loss.sig_ctx_on == "tokens" else masked_pool(ctx, ctx_valid)
             terms["sig_ctx"] = self.sigreg(emb, step)
         if "pix" in self.uses:
-            stats = patch_band_stats(s2, self.cfg.model.patch_size)                     # [B, N, 2C]
+            stats = patch_band_stats(s2, self.cfg.model.patch_size)  # [B, N, 2C]
             if self.cfg.loss.pix_on == "targets":
                 terms["pix"] = pixel_stats_loss(self.pix_head(pred), gather_tokens(stats, tgt_idx), tgt_valid)
             else:  # one block of the context tokens
-                terms["pix"] = pixel_stats_loss(self.pix_head(ctx)[:, None], gather_tokens(stats, ctx_idx)[:, None],
-                                                ctx_valid[:, None])
+                terms["pix"] = pixel_stats_loss(
+                    self.pix_head(ctx)[:, None], gather_tokens(stats, ctx_idx)[:, None], ctx_valid[:, None]
+                )
         diagnostics: dict[str, torch.Tensor] = {}
 
         if self.uses & {"cm", "sig"}:
-            s1_tokens = self.s1_encoder(batch["s1"], tgt_idx, tgt_valid)    # [B, K, T, D1]
+            s1_tokens = self.s1_encoder(batch["s1"], tgt_idx, tgt_valid)  # [B, K, T, D1]
             s1_proj = self.s1_proj(s1_tokens)
             if "cm" in self.uses:
                 terms["cm"] = cross_modal_loss(pred, s1_proj, tgt_valid, self.cfg.loss.cm_loss, beta)
@@ -121,9 +132,11 @@ class HQJEPA(nn.Module):
         if "fqs" in self.uses:
             grid_pos = self.student.pos_embed(self.grid, s2.device).to(pred.dtype)
             pos = grid_pos.unsqueeze(0).expand(s2.shape[0], -1, -1)
-            out = self.fqs_head(masked_pool(ctx, ctx_valid),                 # student context summary
-                                masked_pool(targets, tgt_valid),             # teacher target summaries
-                                masked_pool(gather_tokens(pos, tgt_idx), tgt_valid))  # mask queries
+            out = self.fqs_head(
+                masked_pool(ctx, ctx_valid),  # student context summary
+                masked_pool(targets, tgt_valid),  # teacher target summaries
+                masked_pool(gather_tokens(pos, tgt_idx), tgt_valid),
+            )  # mask queries
             terms["fqs"] = out.loss
             diagnostics["fqs_gap"] = out.gap.detach()
             diagnostics["fqs_fidelity"] = out.fidelity.detach().mean()

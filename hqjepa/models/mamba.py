@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from hqjepa.models.selective_scan import selective_scan
@@ -43,7 +41,7 @@ __all__ = ["Mamba", "BiMamba"]
 BACKENDS = ("auto", "torch", "cuda")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cuda_kernels():
     """(selective_scan_fn, causal_conv1d_fn or None), or the import error as a string.
 
@@ -66,11 +64,24 @@ class Mamba(nn.Module):
     `use_fast_path` and `layer_idx` (step-by-step decoding cache) are not needed here.
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: Union[int, str] = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
-                 conv_bias: bool = True, bias: bool = False, backend: str = "auto",
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         factory_kwargs = {"device": device, "dtype": dtype}
@@ -81,15 +92,22 @@ class Mamba(nn.Module):
         self.backend = backend
         # Same modules, created in the same order as upstream, so a seeded init matches it too.
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory_kwargs,
+        )
         self.activation = "silu"
         self.act = nn.SiLU()
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
 
         # dt_proj keeps the variance of dt at init.
-        dt_init_std = self.dt_rank ** -0.5 * dt_scale
+        dt_init_std = self.dt_rank**-0.5 * dt_scale
         if dt_init == "constant":
             nn.init.constant_(self.dt_proj.weight, dt_init_std)
         elif dt_init == "random":
@@ -98,8 +116,9 @@ class Mamba(nn.Module):
             raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
         # Bias such that softplus(bias) = dt ~ log-uniform in [dt_min, dt_max]; inverse softplus
         # dt + log(-expm1(-dt)) (pytorch/pytorch#72759).
-        dt = torch.exp(torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        dt = torch.exp(
+            torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.dt_proj.bias._no_reinit = True  # a global "zero all biases" init must skip it
@@ -112,17 +131,19 @@ class Mamba(nn.Module):
         self.D._no_weight_decay = True
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
-    def forward(self, hidden_states: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    def forward(self, hidden_states: Tensor, valid: Tensor | None = None) -> Tensor:
         """hidden_states [B, L, d_model], valid [B, L] bool (True = real token) -> [B, L, d_model]."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
-            raise ValueError(f"hidden_states must be [batch, L, d_model={self.d_model}], "
-                             f"got {tuple(hidden_states.shape)}")
+            raise ValueError(
+                f"hidden_states must be [batch, L, d_model={self.d_model}], got {tuple(hidden_states.shape)}"
+            )
         b, L, _ = hidden_states.shape
         pad = None
         if valid is not None:
             if valid.shape != (b, L) or valid.dtype != torch.bool:
-                raise ValueError(f"valid must be a bool tensor [batch={b}, L={L}], "
-                                 f"got {valid.dtype} {tuple(valid.shape)}")
+                raise ValueError(
+                    f"valid must be a bool tensor [batch={b}, L={L}], got {valid.dtype} {tuple(valid.shape)}"
+                )
             pad = ~valid
             hidden_states = hidden_states.masked_fill(pad[..., None], 0.0)
         use_cuda = self._use_cuda(hidden_states)
@@ -146,8 +167,7 @@ class Mamba(nn.Module):
         C = C.view(b, L, self.d_state).transpose(1, 2).contiguous()
         A = -torch.exp(self.A_log.float())
         scan = _cuda_kernels()[0] if use_cuda else selective_scan
-        y = scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
-                 delta_softplus=True)
+        y = scan(x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         out = self.out_proj(y.transpose(1, 2))
         if pad is not None:
             out = out.masked_fill(pad[..., None], 0.0)
@@ -159,25 +179,31 @@ class Mamba(nn.Module):
         kernels = _cuda_kernels()
         if self.backend == "cuda":
             if isinstance(kernels, str):
-                raise RuntimeError("Mamba(backend='cuda') needs the mamba-ssm CUDA kernels, which did "
-                                   f"not import ({kernels}); install them with "
-                                   "`pip install 'hqjepa[gpu]'` on a CUDA machine, or use backend='torch'")
+                raise RuntimeError(
+                    "Mamba(backend='cuda') needs the mamba-ssm CUDA kernels, which did "
+                    f"not import ({kernels}); install them with "
+                    "`pip install 'hqjepa[gpu]'` on a CUDA machine, or use backend='torch'"
+                )
             if not x.is_cuda:
-                raise RuntimeError(f"Mamba(backend='cuda') got a tensor on {x.device}; "
-                                   "move it to a GPU or use backend='torch'/'auto'")
+                raise RuntimeError(
+                    f"Mamba(backend='cuda') got a tensor on {x.device}; move it to a GPU or use backend='torch'/'auto'"
+                )
             return True
         return x.is_cuda and not isinstance(kernels, str)
 
     def _conv_silu(self, x: Tensor, use_cuda: bool) -> Tensor:
         """Causal depthwise conv over L, then SiLU. x [B, d_inner, L]."""
         if use_cuda and _cuda_kernels()[1] is not None:
-            return _cuda_kernels()[1](x=x, weight=self.conv1d.weight.squeeze(1), bias=self.conv1d.bias,
-                                      activation=self.activation)
-        return self.act(self.conv1d(x)[..., :x.shape[-1]])
+            return _cuda_kernels()[1](
+                x=x, weight=self.conv1d.weight.squeeze(1), bias=self.conv1d.bias, activation=self.activation
+            )
+        return self.act(self.conv1d(x)[..., : x.shape[-1]])
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
-                f"expand={self.expand}, dt_rank={self.dt_rank}, backend={self.backend!r}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
+            f"expand={self.expand}, dt_rank={self.dt_rank}, backend={self.backend!r}"
+        )
 
 
 class BiMamba(nn.Module):
@@ -197,7 +223,7 @@ class BiMamba(nn.Module):
         self.fwd = Mamba(d_model, **mamba_kwargs)
         self.bwd = Mamba(d_model, **mamba_kwargs)
 
-    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """x [B, L, d_model], valid [B, L] bool -> [B, L, d_model]."""
         back = self.bwd(x.flip(1), None if valid is None else valid.flip(1)).flip(1)
         return self.fwd(x, valid) + back

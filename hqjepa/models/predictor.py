@@ -17,8 +17,7 @@ from hqjepa.models.pos_embed import sincos_2d
 
 
 class Predictor(nn.Module):
-    def __init__(self, embed_dim: int, predictor_dim: int, depth: int, num_heads: int,
-                 mlp_ratio: float = 4.0) -> None:
+    def __init__(self, embed_dim: int, predictor_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.predictor_dim = predictor_dim
         self.embed = nn.Linear(embed_dim, predictor_dim)
@@ -35,18 +34,26 @@ class Predictor(nn.Module):
             self._pos_cache[grid] = sincos_2d(self.predictor_dim, *grid)
         return self._pos_cache[grid].to(device)
 
-    def forward(self, ctx_tokens: torch.Tensor, ctx_idx: torch.Tensor, ctx_valid: torch.Tensor,
-                tgt_idx: torch.Tensor, tgt_valid: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        ctx_tokens: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        ctx_valid: torch.Tensor,
+        tgt_idx: torch.Tensor,
+        tgt_valid: torch.Tensor,
+        grid: tuple[int, int],
+    ) -> torch.Tensor:
         """ctx_tokens [B, Nc, D], ctx_idx/ctx_valid [B, Nc], tgt_idx/tgt_valid [B, K, T] -> [B, K, T, D]."""
         b, nc, _ = ctx_tokens.shape
         k, t = tgt_idx.shape[1], tgt_idx.shape[2]
         pos = self.pos_embed(grid, ctx_tokens.device).to(ctx_tokens.dtype).unsqueeze(0).expand(b, -1, -1)
-        ctx = self.embed(ctx_tokens) + gather_tokens(pos, ctx_idx)                  # [B, Nc, P]
+        ctx = self.embed(ctx_tokens) + gather_tokens(pos, ctx_idx)  # [B, Nc, P]
         ctx = ctx.unsqueeze(1).expand(-1, k, -1, -1).reshape(b * k, nc, -1)
         queries = self.mask_token + gather_tokens(pos, tgt_idx).reshape(b * k, t, -1)  # [B*K, T, P]
         x = torch.cat([ctx, queries], dim=1)
-        valid = torch.cat([ctx_valid.unsqueeze(1).expand(-1, k, -1).reshape(b * k, nc),
-                           tgt_valid.reshape(b * k, t)], dim=1)
+        valid = torch.cat(
+            [ctx_valid.unsqueeze(1).expand(-1, k, -1).reshape(b * k, nc), tgt_valid.reshape(b * k, t)], dim=1
+        )
         for blk in self.blocks:
             x = blk(x, valid)
         out = self.proj(self.norm(x[:, nc:]))

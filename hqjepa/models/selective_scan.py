@@ -40,7 +40,6 @@ memory stays small.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +55,20 @@ BLOCK_ELEMS_CPU = 2**21
 BLOCK_ELEMS_GPU = 2**27
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                   D: Optional[Tensor] = None, z: Optional[Tensor] = None,
-                   delta_bias: Optional[Tensor] = None, delta_softplus: bool = False, *,
-                   chunk_size: Optional[int] = None,
-                   block_elems: Optional[int] = None) -> Tensor:
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    chunk_size: int | None = None,
+    block_elems: int | None = None,
+) -> Tensor:
     """Selective scan, vectorised (chunked) with a memory-light custom backward.
 
     Same semantics as `selective_scan_ref` (see the module docstring); returns [batch, d_inner, L].
@@ -79,10 +87,17 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     return _finish(y, u_, D, z, dtype_in)
 
 
-def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                              D: Optional[Tensor] = None, z: Optional[Tensor] = None,
-                              delta_bias: Optional[Tensor] = None,
-                              delta_softplus: bool = False) -> Tensor:
+def selective_scan_sequential(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
     """Reference: the recurrence as a plain loop over L, differentiated by autograd."""
     u_, delta_, A_, B_, C_, dtype_in = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     b, d, L = u_.shape
@@ -90,7 +105,7 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
     A4 = A_.view(G, d // G, N)
     # unbind, not indexing: each index's backward would fill a whole [.., L] gradient (O(L^2)).
     us, ds = u_.view(b, G, d // G, L).unbind(-1), delta_.view(b, G, d // G, L).unbind(-1)
-    Bs, Cs = B_.unbind(-1), C_.unbind(-1)                          # [b, G, N] each
+    Bs, Cs = B_.unbind(-1), C_.unbind(-1)  # [b, G, N] each
     h = u_.new_zeros(b, G, d // G, N)
     ys = []
     for t in range(L):
@@ -104,8 +119,10 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
 # ----------------------------------------------------------------------------------------------
 # Shared input handling: every step except the scan itself, so the two paths cannot drift.
 
-def _prepare(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-             delta_bias: Optional[Tensor], delta_softplus: bool):
+
+def _prepare(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, delta_bias: Tensor | None, delta_softplus: bool
+):
     if u.dim() != 3:
         raise ValueError(f"u must be [batch, d_inner, L], got shape {tuple(u.shape)}")
     b, d, L = u.shape
@@ -118,8 +135,7 @@ def _prepare(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     N = A.shape[1]
     dtype_in = u.dtype
     # Like the reference, compute in at least float32; keep float64 when it is given.
-    cdt = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) \
-        else torch.float32
+    cdt = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
     u, delta, A = u.to(cdt), delta.to(cdt), A.to(cdt)
     if delta_bias is not None:
         if delta_bias.shape != (d,):
@@ -134,18 +150,19 @@ def _as_groups(M: Tensor, name: str, b: int, d: int, N: int, L: int, cdt: torch.
     """B or C as [batch, groups, d_state, L]."""
     if M.is_complex():
         raise NotImplementedError(f"complex {name} is not supported")
-    if M.dim() == 2 and M.shape == (d, N):        # time-invariant: one group per channel
+    if M.dim() == 2 and M.shape == (d, N):  # time-invariant: one group per channel
         return M.to(cdt)[None, :, :, None].expand(b, d, N, L)
     if M.dim() == 3 and M.shape == (b, N, L):
         return M.to(cdt)[:, None]
-    if M.dim() == 4 and M.shape[0] == b and M.shape[2:] == (N, L) and M.shape[1] >= 1 \
-            and d % M.shape[1] == 0:
+    if M.dim() == 4 and M.shape[0] == b and M.shape[2:] == (N, L) and M.shape[1] >= 1 and d % M.shape[1] == 0:
         return M.to(cdt)
-    raise ValueError(f"{name} must be [batch={b}, d_state={N}, L={L}], [batch, groups, d_state, L] "
-                     f"with groups dividing d_inner={d}, or [d_inner, d_state]; got {tuple(M.shape)}")
+    raise ValueError(
+        f"{name} must be [batch={b}, d_state={N}, L={L}], [batch, groups, d_state, L] "
+        f"with groups dividing d_inner={d}, or [d_inner, d_state]; got {tuple(M.shape)}"
+    )
 
 
-def _finish(y: Tensor, u: Tensor, D: Optional[Tensor], z: Optional[Tensor], dtype_in) -> Tensor:
+def _finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_in) -> Tensor:
     if D is not None:
         if D.shape != (u.shape[1],):
             raise ValueError(f"D must be [d_inner={u.shape[1]}], got {tuple(D.shape)}")
@@ -162,6 +179,7 @@ def _finish(y: Tensor, u: Tensor, D: Optional[Tensor], z: Optional[Tensor], dtyp
 # d = g*H + i lives at [b, g, i, j, k] (per-token tensors) or [b, g, i, j, k, n] (states), so
 # that the per-position slices [..., j, :, :] touched by the loops hold all chunks contiguously.
 
+
 class _ChunkedScan(torch.autograd.Function):
     """y = scan(u, delta, A, B, C) without D, z; B, C as [b, G, N, L]; returns [b, d_inner, L]."""
 
@@ -169,12 +187,12 @@ class _ChunkedScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, T: int, block_elems: int):
         lay = _Layout(u, B, A, T, block_elems)
         ut, dt, Bt, Ct = lay.tok(u), lay.tok(delta), lay.bc(B), lay.bc(C)
-        A5 = A.reshape(1, lay.G, lay.H, 1, lay.N)                 # broadcasts over [b,g,i,k,n]
+        A5 = A.reshape(1, lay.G, lay.H, 1, lay.N)  # broadcasts over [b,g,i,k,n]
         y = ut.new_empty(ut.shape)
-        h0 = ut.new_empty(lay.b, lay.G, lay.H, lay.nc, lay.N)    # state entering each chunk
+        h0 = ut.new_empty(lay.b, lay.G, lay.H, lay.nc, lay.N)  # state entering each chunk
         a_buf = lay.block_buffer(ut)
         for s in lay.blocks():
-            du, a = dt[s] * ut[s], _decays(dt[s], A5, out=a_buf[:s.stop - s.start])
+            du, a = dt[s] * ut[s], _decays(dt[s], A5, out=a_buf[: s.stop - s.start])
             h0[s] = _carry_in(a, du, Bt[s])
             _scan_positions(h0[s].clone(), a, du, Bt[s], C=Ct[s], y=y[s])
         ctx.save_for_backward(u, delta, A, B, C, h0)
@@ -190,12 +208,26 @@ class _ChunkedScan(torch.autograd.Function):
         A5 = A.reshape(1, lay.G, lay.H, 1, lay.N)
         gu, gdt = torch.empty_like(ut), torch.empty_like(dt)
         gB, gC = torch.empty_like(Bt), torch.empty_like(Ct)
-        gA = torch.zeros_like(A5[0, :, :, 0])                     # [G, H, N]
+        gA = torch.zeros_like(A5[0, :, :, 0])  # [G, H, N]
         a_buf, states_buf = lay.block_buffer(ut), lay.block_buffer(ut)
         for s in lay.blocks():
             n = s.stop - s.start
-            _backward_block(dt[s], ut[s], Bt[s], Ct[s], gyt[s], h0[s], A5,
-                            gu[s], gdt[s], gB[s], gC[s], gA, a_buf[:n], states_buf[:n])
+            _backward_block(
+                dt[s],
+                ut[s],
+                Bt[s],
+                Ct[s],
+                gyt[s],
+                h0[s],
+                A5,
+                gu[s],
+                gdt[s],
+                gB[s],
+                gC[s],
+                gA,
+                a_buf[:n],
+                states_buf[:n],
+            )
         gB_, gC_ = lay.unbc(gB), lay.unbc(gC)
         return (lay.untok(gu), lay.untok(gdt), gA.reshape(A.shape), gB_, gC_, None, None)
 
@@ -221,19 +253,19 @@ class _Layout:
         for i in range(0, self.b, self.bb):
             yield slice(i, min(i + self.bb, self.b))
 
-    def tok(self, x: Tensor) -> Tensor:        # [b, d, L] -> [b, G, H, T, nc]; zeros pad the end
+    def tok(self, x: Tensor) -> Tensor:  # [b, d, L] -> [b, G, H, T, nc]; zeros pad the end
         x = F.pad(x, (0, self.Lp - self.L))
         return x.view(self.b, self.G, self.H, self.nc, self.T).transpose(3, 4).contiguous()
 
-    def untok(self, x: Tensor) -> Tensor:      # inverse of tok
-        return x.transpose(3, 4).reshape(self.b, self.d, self.Lp)[..., :self.L]
+    def untok(self, x: Tensor) -> Tensor:  # inverse of tok
+        return x.transpose(3, 4).reshape(self.b, self.d, self.Lp)[..., : self.L]
 
-    def bc(self, x: Tensor) -> Tensor:         # [b, G, N, L] -> [b, G, T, nc, N]
+    def bc(self, x: Tensor) -> Tensor:  # [b, G, N, L] -> [b, G, T, nc, N]
         x = F.pad(x, (0, self.Lp - self.L))
         return x.view(self.b, self.G, self.N, self.nc, self.T).permute(0, 1, 4, 3, 2).contiguous()
 
-    def unbc(self, x: Tensor) -> Tensor:       # inverse of bc
-        return x.permute(0, 1, 4, 3, 2).reshape(self.b, self.G, self.N, self.Lp)[..., :self.L]
+    def unbc(self, x: Tensor) -> Tensor:  # inverse of bc
+        return x.permute(0, 1, 4, 3, 2).reshape(self.b, self.G, self.N, self.Lp)[..., : self.L]
 
 
 def _decays(dt: Tensor, A5: Tensor, out: Tensor) -> Tensor:
@@ -256,14 +288,20 @@ def _carry_in(a: Tensor, du: Tensor, Bt: Tensor) -> Tensor:
         decay.mul_(a[:, :, :, j])
     h0 = torch.zeros_like(h_end)
     for k in range(1, h_end.shape[3]):
-        torch.addcmul(h_end[:, :, :, k - 1], decay[:, :, :, k - 1], h0[:, :, :, k - 1],
-                      out=h0[:, :, :, k])
+        torch.addcmul(h_end[:, :, :, k - 1], decay[:, :, :, k - 1], h0[:, :, :, k - 1], out=h0[:, :, :, k])
     return h0
 
 
-def _scan_positions(h: Tensor, a: Tensor, du: Tensor, Bt: Tensor, *,
-                    C: Optional[Tensor] = None, y: Optional[Tensor] = None,
-                    states: Optional[Tensor] = None) -> None:
+def _scan_positions(
+    h: Tensor,
+    a: Tensor,
+    du: Tensor,
+    Bt: Tensor,
+    *,
+    C: Tensor | None = None,
+    y: Tensor | None = None,
+    states: Tensor | None = None,
+) -> None:
     """Run h_t = a_t h_{t-1} + du_t B_t over the T positions of every chunk at once, starting
     from the carried-in states h. Writes y_t = <h_t, C_t> into y (then h is updated in place),
     or h_t into states [b,G,H,T,nc,N] (then h is left as it is)."""
@@ -302,7 +340,7 @@ def _backward_block(dt, ut, Bt, Ct, gyt, h0, A5, gu, gdt, gB, gC, gA, a_buf, sta
         torch.addcmul(S[:, :, :, k + 1], P[:, :, :, k + 1], g_in[:, :, :, k + 1], out=g_in[:, :, :, k])
 
     g = g_in
-    qdt = torch.zeros_like(g)                                      # sum_j q_j delta_j, for dL/dA
+    qdt = torch.zeros_like(g)  # sum_j q_j delta_j, for dL/dA
     for j in range(a.shape[3] - 1, -1, -1):
         if j < a.shape[3] - 1:
             g.mul_(a[:, :, :, j + 1])
@@ -311,7 +349,7 @@ def _backward_block(dt, ut, Bt, Ct, gyt, h0, A5, gu, gdt, gB, gC, gA, a_buf, sta
         B_j, du_j = Bt[:, :, j].unsqueeze(2), du[:, :, :, j]
         torch.sum(h * gyt[:, :, :, j].unsqueeze(-1), 2, out=gC[:, :, j])
         torch.sum(g * du_j.unsqueeze(-1), 2, out=gB[:, :, j])
-        gBd = (g * B_j).sum(-1)                                     # <g_t, B_t>
+        gBd = (g * B_j).sum(-1)  # <g_t, B_t>
         q = torch.addcmul(h, du_j.unsqueeze(-1), B_j, value=-1.0).mul_(g)
         torch.mul(dt[:, :, :, j], gBd, out=gu[:, :, :, j])
         torch.addcmul((q * A5).sum(-1), ut[:, :, :, j], gBd, out=gdt[:, :, :, j])

@@ -29,8 +29,9 @@ def check_angles(student: Tensor, teacher: Tensor, predictor: Tensor, finite: bo
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor of angles, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[-2] != N_QUBITS or x.shape[-1] != 3:
-            raise ValueError(f"{name}: expected angles of shape [B, L, {N_QUBITS}, 3] "
-                             f"(last axis RY, RZ, ZZ), got {list(x.shape)}")
+            raise ValueError(
+                f"{name}: expected angles of shape [B, L, {N_QUBITS}, 3] (last axis RY, RZ, ZZ), got {list(x.shape)}"
+            )
         if x.dtype not in _DTYPES:
             raise ValueError(f"{name}: expected float32 or float64 angles, got {x.dtype}")
     for name in ("teacher", "predictor"):
@@ -40,11 +41,12 @@ def check_angles(student: Tensor, teacher: Tensor, predictor: Tensor, finite: bo
         if x.device != student.device:
             raise ValueError(f"{name}: device {x.device} differs from student's {student.device}")
         if x.shape[0] != student.shape[0]:
-            raise ValueError(f"{name}: batch size {x.shape[0]} differs from student's "
-                             f"{student.shape[0]}")
+            raise ValueError(f"{name}: batch size {x.shape[0]} differs from student's {student.shape[0]}")
     if teacher.shape[1] != student.shape[1]:
-        raise ValueError(f"teacher: {teacher.shape[1]} encoding layers, student has "
-                         f"{student.shape[1]}; both registers use the same L_enc")
+        raise ValueError(
+            f"teacher: {teacher.shape[1]} encoding layers, student has "
+            f"{student.shape[1]}; both registers use the same L_enc"
+        )
     if student.shape[1] < 1:
         raise ValueError("student: needs at least one encoding layer (L_enc >= 1)")
     if not finite:
@@ -55,9 +57,14 @@ def check_angles(student: Tensor, teacher: Tensor, predictor: Tensor, finite: bo
         raise ValueError(f"{name}: angles contain NaN or infinity")
 
 
-def swap_test_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor,
-                       backend: str = "statevector", device: str = "default.qubit",
-                       check_finite: bool = True) -> Tensor:
+def swap_test_fidelity(
+    student: Tensor,
+    teacher: Tensor,
+    predictor: Tensor,
+    backend: str = "statevector",
+    device: str = "default.qubit",
+    check_finite: bool = True,
+) -> Tensor:
     """SWAP-test fidelity per sample, [B], differentiable with respect to all three angle tensors.
 
     `device` is the PennyLane device name, used by the PennyLane backends only. `check_finite=False`
@@ -71,6 +78,7 @@ def swap_test_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor,
         return statevector_fidelity(student, teacher, predictor)
     # PennyLane is imported only when asked for: it is slow to import and not needed to train.
     from hqjepa.quantum import reference
+
     if backend == "pennylane":
         return reference.pennylane_fidelity(student, teacher, predictor, device)
     return reference.pennylane_broadcast_fidelity(student, teacher, predictor, device)

@@ -27,16 +27,22 @@ ANGLES_PER_LAYER = N_QUBITS * 3
 
 
 class FQSOutput(NamedTuple):
-    loss: Tensor      # scalar, L_fqs = mean(1 - F) over blocks and batch
+    loss: Tensor  # scalar, L_fqs = mean(1 - F) over blocks and batch
     fidelity: Tensor  # [B, K]
-    gap: Tensor       # scalar, no grad: mean F(matched) - mean F(shuffled pairs); NaN if B < 2
+    gap: Tensor  # scalar, no grad: mean F(matched) - mean F(shuffled pairs); NaN if B < 2
 
 
 class FQSHead(nn.Module):
     """Projects summaries to angles and scores them with the SWAP test (see module docstring)."""
 
-    def __init__(self, embed_dim: int, enc_layers: int = 2, pred_layers: int = 1,
-                 backend: str = "statevector", device: str = "default.qubit") -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        enc_layers: int = 2,
+        pred_layers: int = 1,
+        backend: str = "statevector",
+        device: str = "default.qubit",
+    ) -> None:
         super().__init__()
         if embed_dim < 1:
             raise ValueError(f"embed_dim: expected >= 1, got {embed_dim}")
@@ -59,8 +65,9 @@ class FQSHead(nn.Module):
             a = a.float()
         return a.reshape(*x.shape[:-1], layers, N_QUBITS, 3)
 
-    def angles(self, context_summary: Tensor, target_summary: Tensor,
-               mask_query: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def angles(
+        self, context_summary: Tensor, target_summary: Tensor, mask_query: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """(student [B, K, L_enc, 5, 3], teacher [B, K, L_enc, 5, 3], predictor [B, K, L_pred, 5, 3])."""
         self._check(context_summary, target_summary, mask_query)
         k = target_summary.shape[1]
@@ -79,12 +86,17 @@ class FQSHead(nn.Module):
         # No NaN check here: a non-finite summary (a bad pixel upstream) must give a NaN loss,
         # which the training step skips and counts, not an exception that ends the run. Shapes
         # were checked on the summaries (`_check`), so the angles fit the circuit.
-        f = swap_test_fidelity(student.flatten(0, 1), teacher.flatten(0, 1), predictor.flatten(0, 1),
-                               self.backend, self.device_name, check_finite=False)
+        f = swap_test_fidelity(
+            student.flatten(0, 1),
+            teacher.flatten(0, 1),
+            predictor.flatten(0, 1),
+            self.backend,
+            self.device_name,
+            check_finite=False,
+        )
         return f.view(b, k)
 
-    def forward(self, context_summary: Tensor, target_summary: Tensor,
-                mask_query: Tensor) -> FQSOutput:
+    def forward(self, context_summary: Tensor, target_summary: Tensor, mask_query: Tensor) -> FQSOutput:
         """context_summary [B, D], target_summary [B, K, D] (detached), mask_query [B, K, D]."""
         student, teacher, predictor = self.angles(context_summary, target_summary, mask_query)
         fidelity = self._fidelity(student, teacher, predictor)
@@ -110,5 +122,7 @@ class FQSHead(nn.Module):
             raise ValueError(f"mask_query: expected [{b}, {k}, {d}], got {list(mask_query.shape)}")
 
     def extra_repr(self) -> str:
-        return (f"embed_dim={self.embed_dim}, enc_layers={self.enc_layers}, "
-                f"pred_layers={self.pred_layers}, backend={self.backend!r}")
+        return (
+            f"embed_dim={self.embed_dim}, enc_layers={self.enc_layers}, "
+            f"pred_layers={self.pred_layers}, backend={self.backend!r}"
+        )

@@ -26,16 +26,14 @@ from hqjepa.quantum.circuit import N_WIRES, swap_test_circuit
 @lru_cache(maxsize=8)
 def fidelity_qnode(device: str = "default.qubit", diff_method: str = "adjoint") -> qml.QNode:
     """The FQS QNode on the PennyLane device `device` (11 wires), torch interface."""
-    return qml.QNode(swap_test_circuit, qml.device(device, wires=N_WIRES), interface="torch",
-                     diff_method=diff_method)
+    return qml.QNode(swap_test_circuit, qml.device(device, wires=N_WIRES), interface="torch", diff_method=diff_method)
 
 
 def _to_cpu64(*tensors: Tensor) -> list[Tensor]:
     return [t.to(device="cpu", dtype=torch.float64) for t in tensors]
 
 
-def pennylane_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor,
-                       device: str = "default.qubit") -> Tensor:
+def pennylane_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor, device: str = "default.qubit") -> Tensor:
     """F per sample [B], one adjoint-differentiated circuit execution per sample."""
     qnode = fidelity_qnode(device, "adjoint")
     s, t, p = _to_cpu64(student, teacher, predictor)
@@ -44,8 +42,9 @@ def pennylane_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor,
     return out.to(dtype=student.dtype, device=student.device)
 
 
-def pennylane_broadcast_fidelity(student: Tensor, teacher: Tensor, predictor: Tensor,
-                                 device: str = "default.qubit") -> Tensor:
+def pennylane_broadcast_fidelity(
+    student: Tensor, teacher: Tensor, predictor: Tensor, device: str = "default.qubit"
+) -> Tensor:
     """F per sample [B] from one broadcast execution (batch = broadcast axis), backprop gradients."""
     qnode = fidelity_qnode(device, "backprop")
     s, t, p = _to_cpu64(student, teacher, predictor)

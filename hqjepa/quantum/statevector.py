@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 N_QUBITS = 5
-DIM = 2 ** N_QUBITS
+DIM = 2**N_QUBITS
 
 _tables: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
@@ -57,7 +57,7 @@ def phase_table(dtype: torch.dtype, device: torch.device) -> Tensor:
     if key not in _tables:
         x = torch.arange(DIM)
         z = torch.stack([1 - 2 * ((x >> (N_QUBITS - 1 - q)) & 1) for q in range(N_QUBITS)])  # [5, 32]
-        zz = z * z.roll(-1, dims=0)                               # z_q z_{q+1 mod 5}
+        zz = z * z.roll(-1, dims=0)  # z_q z_{q+1 mod 5}
         table = -0.5 * torch.stack((z, zz), dim=1).reshape(2 * N_QUBITS, DIM).T
         _tables[key] = table.to(dtype=dtype, device=device).contiguous()
     return _tables[key]
@@ -89,14 +89,14 @@ _work = _Workspace()
 
 def _qubit_view(psi: Tensor, q: int) -> Tensor:
     """[..., 32, N] -> [..., 2**q, 2 (bit of qubit q), 2**(4-q), N]."""
-    return psi.view(*psi.shape[:-2], 2 ** q, 2, 2 ** (N_QUBITS - 1 - q), psi.shape[-1])
+    return psi.view(*psi.shape[:-2], 2**q, 2, 2 ** (N_QUBITS - 1 - q), psi.shape[-1])
 
 
 def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tensor:
     """K psi (or K^T psi) for K = (x)_q [[c_q, -s_q], [s_q, c_q]]; psi [R, 32, N], c, s [5, N].
 
     Returns a workspace buffer (slot "rot_a"): use it before the next `_rotate` call."""
-    sign = 1.0 if transpose else -1.0          # sign of the s x1 term in the bit-0 output
+    sign = 1.0 if transpose else -1.0  # sign of the s x1 term in the bit-0 output
     # ping-pong between two workspace buffers; with 5 qubits the result lands in "rot_a"
     slots = ("rot_a", "rot_b") if N_QUBITS % 2 else ("rot_b", "rot_a")
     for c_q, s_q, q in zip(c.unbind(), s.unbind(), range(N_QUBITS)):
@@ -109,8 +109,7 @@ def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tenso
     return psi
 
 
-def _phase(re: Tensor, im: Tensor, pc: Tensor, ps: Tensor, conj: bool = False,
-           out: Tensor | None = None) -> Tensor:
+def _phase(re: Tensor, im: Tensor, pc: Tensor, ps: Tensor, conj: bool = False, out: Tensor | None = None) -> Tensor:
     """exp(+-i theta) (re + i im) as [2, 32, N] (minus if conj); pc, ps = cos, sin of theta."""
     if out is None:
         out = torch.empty((2,) + re.shape, dtype=re.dtype, device=re.device)
@@ -145,10 +144,13 @@ class _Trig:
 
     def __init__(self, angles: Tensor) -> None:  # angles [L, 5, 3, N]
         half = 0.5 * angles[:, :, 0]
-        self.c, self.s = torch.cos(half), torch.sin(half)                    # [L, 5, N]
+        self.c, self.s = torch.cos(half), torch.sin(half)  # [L, 5, N]
         flat = angles[:, :, 1:].reshape(angles.shape[0], 2 * N_QUBITS, angles.shape[-1])
-        theta = torch.matmul(phase_table(angles.dtype, angles.device), flat,
-                             out=_work.get("theta", (angles.shape[0], DIM, angles.shape[-1]), angles))
+        theta = torch.matmul(
+            phase_table(angles.dtype, angles.device),
+            flat,
+            out=_work.get("theta", (angles.shape[0], DIM, angles.shape[-1]), angles),
+        )
         self.pc, self.ps = torch.cos(theta), torch.sin(theta)
 
 
@@ -157,7 +159,7 @@ def _evolve(psi: Tensor | None, trig: _Trig) -> list[Tensor]:
     states = []
     for layer in range(trig.c.shape[0]):
         c, s, pc, ps = trig.c[layer], trig.s[layer], trig.pc[layer], trig.ps[layer]
-        if psi is None:                      # first layer on |0...0>: closed-form product state
+        if psi is None:  # first layer on |0...0>: closed-form product state
             p = _product_state(c, s)
             psi = p.new_empty((2,) + p.shape)
             torch.mul(p, pc, out=psi[0])
@@ -169,8 +171,9 @@ def _evolve(psi: Tensor | None, trig: _Trig) -> list[Tensor]:
     return states
 
 
-def _evolve_backward(grad: Tensor, trig: _Trig, initial: Tensor | None, states: list[Tensor],
-                     grad_angles: Tensor) -> Tensor:
+def _evolve_backward(
+    grad: Tensor, trig: _Trig, initial: Tensor | None, states: list[Tensor], grad_angles: Tensor
+) -> Tensor:
     """Adjoint sweep through the layers of `trig` in reverse.
 
     grad [2, 32, N] is dF/d(re, im) of the last state, `initial` the input state (None = |0...0>),
@@ -187,10 +190,10 @@ def _evolve_backward(grad: Tensor, trig: _Trig, initial: Tensor | None, states: 
         grad_angles[layer, :, 1:] = (table.T @ dtheta).view(N_QUBITS, 2, -1)
         grad = _phase(grad[0], grad[1], pc, ps, conj=True, out=_work.get("phase", tuple(psi.shape), psi))
         prev = initial if layer == 0 else states[layer - 1]
-        if prev is None:                     # product state p: dp/da_q = 1/2 J_q p, p real
+        if prev is None:  # product state p: dp/da_q = 1/2 J_q p, p real
             p = _product_state(c, s).unsqueeze(0)
             grad_angles[layer, :, 0] = 0.5 * _j_pairing(grad[:1], p)
-        else:                                # dK/da_q = 1/2 K J_q: pair K^T G with J_q (input)
+        else:  # dK/da_q = 1/2 K J_q: pair K^T G with J_q (input)
             grad = _rotate(grad, c, s, transpose=True)
             grad_angles[layer, :, 0] = 0.5 * _j_pairing(grad, prev)
     return grad
@@ -203,7 +206,7 @@ class SwapTestFidelity(torch.autograd.Function):
     def forward(ctx, student: Tensor, teacher: Tensor, predictor: Tensor) -> Tensor:  # type: ignore[override]
         batch = student.shape[0]
         enc = torch.cat((student, teacher)).permute(1, 2, 3, 0).contiguous()  # [L_enc, 5, 3, 2B]
-        pred = predictor.permute(1, 2, 3, 0).contiguous()                     # [L_pred, 5, 3, B]
+        pred = predictor.permute(1, 2, 3, 0).contiguous()  # [L_pred, 5, 3, B]
         enc_trig, pred_trig = _Trig(enc), _Trig(pred)
         enc_states = _evolve(None, enc_trig)
         both = enc_states[-1]
@@ -240,8 +243,7 @@ class SwapTestFidelity(torch.autograd.Function):
             _phase(s[0], s[1], u_re, u_im, out=g_t)
             grad_pred = s.new_empty(pred_shape)
             if pred_shape[0]:
-                g_s.copy_(_evolve_backward(g_s, pred_trig, enc_states[-1][..., :batch], pred_states,
-                                           grad_pred))
+                g_s.copy_(_evolve_backward(g_s, pred_trig, enc_states[-1][..., :batch], pred_states, grad_pred))
             grad_enc = s.new_empty(enc_shape)
             _evolve_backward(grad, enc_trig, None, enc_states, grad_enc)
         grad_enc = grad_enc.permute(3, 0, 1, 2)

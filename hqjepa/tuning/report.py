@@ -22,8 +22,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -68,8 +69,15 @@ def metric_columns(rows: Iterable[dict], objective: str) -> list[str]:
     return sorted(names)
 
 
-def write_tables(rows: Sequence[dict], keys: Sequence[str], objective: str, best: dict | None,
-                 csv_path: Path, md_path: Path, title: str = "") -> None:
+def write_tables(
+    rows: Sequence[dict],
+    keys: Sequence[str],
+    objective: str,
+    best: dict | None,
+    csv_path: Path,
+    md_path: Path,
+    title: str = "",
+) -> None:
     """Every trial: parameters, objective, other metrics, rounds, status (CSV and markdown)."""
     grid = any(r.get("setting") for r in rows)
     others = metric_columns(rows, objective)
@@ -80,10 +88,14 @@ def write_tables(rows: Sequence[dict], keys: Sequence[str], objective: str, best
         w.writerow(head)
         for r in rows:
             values = r.get("values", {})
-            w.writerow([r["number"], r["trial_id"]] + ([r.get("setting")] if grid else [])
-                       + [r["status"], r.get("rounds", 0), r.get("metric")]
-                       + [r.get("metrics", {}).get(m) for m in others]
-                       + [json.dumps(values[k]) if k in values else "" for k in keys] + [r.get("error") or ""])
+            w.writerow(
+                [r["number"], r["trial_id"]]
+                + ([r.get("setting")] if grid else [])
+                + [r["status"], r.get("rounds", 0), r.get("metric")]
+                + [r.get("metrics", {}).get(m) for m in others]
+                + [json.dumps(values[k]) if k in values else "" for k in keys]
+                + [r.get("error") or ""]
+            )
 
     md_head = ["#", "trial"] + (["setting"] if grid else []) + ["status", "rounds", f"{objective} (valid)"]
     md_head += others + list(keys)
@@ -99,8 +111,10 @@ def write_tables(rows: Sequence[dict], keys: Sequence[str], objective: str, best
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if best is not None:
-        lines.append(f"Best (bold): trial {best['trial_id']}, {objective} = {fmt_metric(best['metric'])} on the "
-                     f"valid split after {best.get('rounds', 0)} round(s).")
+        lines.append(
+            f"Best (bold): trial {best['trial_id']}, {objective} = {fmt_metric(best['metric'])} on the "
+            f"valid split after {best.get('rounds', 0)} round(s)."
+        )
     errors = [r for r in rows if r.get("error")]
     for r in errors:
         lines.append(f"- trial {r['trial_id']} failed: {r['error']}")
@@ -120,8 +134,15 @@ def _panels(rows: Sequence[dict], keys: Sequence[str], kinds: dict[str, Any]) ->
         if kind is None:
             few = len({json.dumps(v) for v in values}) <= MAX_CATEGORIES
             pairs = all(isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v) for v in values)
-            kind = "categories" if few else (0, 1) if pairs else "numeric" if all(map(_is_number, values)) \
+            kind = (
+                "categories"
+                if few
+                else (0, 1)
+                if pairs
+                else "numeric"
+                if all(map(_is_number, values))
                 else "categories"
+            )
         if isinstance(kind, (tuple, list)):
             panels += [(f"{key}[{i}] ({('low', 'high')[i]})", key, i) for i in kind]
         else:
@@ -140,11 +161,20 @@ def _category_order(values: list) -> list:
         return unique
 
 
-def plot_params(rows: Sequence[dict], keys: Sequence[str], objective: str, best: dict | None, path: Path,
-                log_keys: Iterable[str] = (), title: str = "", kinds: dict[str, Any] | None = None) -> Path:
+def plot_params(
+    rows: Sequence[dict],
+    keys: Sequence[str],
+    objective: str,
+    best: dict | None,
+    path: Path,
+    log_keys: Iterable[str] = (),
+    title: str = "",
+    kinds: dict[str, Any] | None = None,
+) -> Path:
     """The objective against each parameter, one panel each. A one-factor-at-a-time grid shows, in
     the panel of a key, only the points that vary that key and the default."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -153,12 +183,12 @@ def plot_params(rows: Sequence[dict], keys: Sequence[str], objective: str, best:
     one_at_a_time = any(r.get("factor") for r in rows)
     cols = min(3, len(panels))
     n_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False, constrained_layout=True)
     log_keys = set(log_keys)
     for ax, (label, key, how) in zip(axes.flat, panels):
-        shown = [r for r in scored if key in r.get("values", {})
-                 and (not one_at_a_time or r.get("factor") in (None, key))]
+        shown = [
+            r for r in scored if key in r.get("values", {}) and (not one_at_a_time or r.get("factor") in (None, key))
+        ]
         ax.set_title(label, fontsize=10)
         ax.set_ylabel(objective, fontsize=8)
         if not shown:
@@ -179,19 +209,22 @@ def plot_params(rows: Sequence[dict], keys: Sequence[str], objective: str, best:
             if best is not None and r is best:
                 ax.plot(x, r["metric"], "*", ms=16, color="C3")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle((title + ": " if title else "") + "filled: every round, hollow: stopped early, star: best",
-                 fontsize=10)
+    fig.suptitle(
+        (title + ": " if title else "") + "filled: every round, hollow: stopped early, star: best", fontsize=10
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_history(rows: Sequence[dict], objective: str, mode: str, rounds: int, best: dict | None, path: Path,
-                 title: str = "") -> Path:
+def plot_history(
+    rows: Sequence[dict], objective: str, mode: str, rounds: int, best: dict | None, path: Path, title: str = ""
+) -> Path:
     """The objective of each trial in start order, and the best so far among full-budget trials."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -213,6 +246,7 @@ def plot_history(rows: Sequence[dict], objective: str, mode: str, rounds: int, b
     if best is not None:
         ax.plot(best["number"], best["metric"], "*", ms=16, color="C3")
     from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (start order)")
     ax.set_ylabel(objective)
@@ -231,22 +265,39 @@ def write_best_config(base: Config, best: dict, path: Path, header: Sequence[str
     return cfg
 
 
-def write_report(out_dir: str | Path, rows: Sequence[dict], *, keys: Sequence[str], objective: str, mode: str,
-                 rounds: int, base: Config, title: str = "", log_keys: Iterable[str] = (),
-                 kinds: dict[str, Any] | None = None, best_header: Sequence[str] = ()) -> dict[str, Any]:
+def write_report(
+    out_dir: str | Path,
+    rows: Sequence[dict],
+    *,
+    keys: Sequence[str],
+    objective: str,
+    mode: str,
+    rounds: int,
+    base: Config,
+    title: str = "",
+    log_keys: Iterable[str] = (),
+    kinds: dict[str, Any] | None = None,
+    best_header: Sequence[str] = (),
+) -> dict[str, Any]:
     """Write every output of a search; returns their paths and the best trial's id and score."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r["number"])
     best = best_row(rows, mode, rounds)
-    paths: dict[str, Any] = {"table_csv": str(out / "trials.csv"), "table_md": str(out / "trials.md"),
-                             "params_png": str(out / "params.png"), "history_png": str(out / "history.png")}
+    paths: dict[str, Any] = {
+        "table_csv": str(out / "trials.csv"),
+        "table_md": str(out / "trials.md"),
+        "params_png": str(out / "params.png"),
+        "history_png": str(out / "history.png"),
+    }
     write_tables(rows, keys, objective, best, out / "trials.csv", out / "trials.md", title)
     plot_params(rows, keys, objective, best, out / "params.png", log_keys, title, kinds)
     plot_history(rows, objective, mode, rounds, best, out / "history.png", title)
     if best is not None:
-        header = list(best_header) + [f"best trial {best['trial_id']}: {objective} = {fmt_metric(best['metric'])} "
-                                      f"(valid split, {best.get('rounds', 0)} round(s))"]
+        header = list(best_header) + [
+            f"best trial {best['trial_id']}: {objective} = {fmt_metric(best['metric'])} "
+            f"(valid split, {best.get('rounds', 0)} round(s))"
+        ]
         header += [f"  {k}: {fmt_value(v)}" for k, v in best.get("values", {}).items()]
         write_best_config(base, best, out / "best_config.yaml", header)
         paths.update(best_config=str(out / "best_config.yaml"), best_trial=best["trial_id"], best_metric=best["metric"])

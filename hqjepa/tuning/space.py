@@ -57,8 +57,8 @@ from hqjepa.config import Config, ConfigError, apply_overrides, read_yaml
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "pair")
 TOP_LEVEL = ("metric", "mode", "params", "grid")
 GRID_KEYS = ("default", "one_at_a_time", "points")
-MAX_INT_CANDIDATES = 64     # int ranges up to this many values are checked value by value
-MAX_JOINT_CHECKS = 4096     # combinations of candidates checked together (ends only beyond this)
+MAX_INT_CANDIDATES = 64  # int ranges up to this many values are checked value by value
+MAX_JOINT_CHECKS = 4096  # combinations of candidates checked together (ends only beyond this)
 GRID_PARAM = "setting"
 
 
@@ -67,6 +67,7 @@ class SpaceError(ConfigError):
 
 
 # --- distributions ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -78,7 +79,7 @@ class Dist:
     step: int = 1
     choices: tuple = ()
     value: Any = None
-    encoded: bool = False   # choices offered to Optuna as JSON strings
+    encoded: bool = False  # choices offered to Optuna as JSON strings
 
     def candidates(self) -> list:
         """Values whose validity implies every draw's (ends; every value of a short int range)."""
@@ -142,8 +143,7 @@ class Param:
         return self.dist.candidates()
 
     def text(self) -> str:
-        body = (f"pair low {self.pair[0].text()}, high {self.pair[1].text()}" if self.pair
-                else self.dist.text())
+        body = f"pair low {self.pair[0].text()}, high {self.pair[1].text()}" if self.pair else self.dist.text()
         cond = "".join(f" when {k} in {list(v)}" for k, v in self.when)
         return f"{self.key}: {body}{cond}"
 
@@ -224,8 +224,7 @@ class SearchSpace:
             if not p.active(out):
                 continue
             if p.pair is not None:
-                out[p.key] = [d.value if d.kind == "const" else params[f"{p.key}[{i}]"]
-                              for i, d in enumerate(p.pair)]
+                out[p.key] = [d.value if d.kind == "const" else params[f"{p.key}[{i}]"] for i, d in enumerate(p.pair)]
             elif p.dist.kind == "const":
                 out[p.key] = p.dist.value
             else:
@@ -240,12 +239,12 @@ class SearchSpace:
 
     def describe(self) -> list[str]:
         if self.grid is not None:
-            return [f"{p.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in p.overrides.items())
-                    for p in self.grid]
+            return [f"{p.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in p.overrides.items()) for p in self.grid]
         return [p.text() for p in self.params]
 
 
 # --- the Optuna samplers ---------------------------------------------------------------------------
+
 
 class TuneGridSampler(optuna.samplers.GridSampler):
     """Optuna's GridSampler, without its `study.stop()` once every point has started: under Ray
@@ -263,11 +262,13 @@ def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.Ba
     """The Optuna sampler for a space: `name` for sampled spaces, the grid sampler for grids."""
     if space.is_grid:
         return TuneGridSampler({GRID_PARAM: [p.name for p in space.grid]}, seed=seed)
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-                "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-                "gp": lambda: optuna.samplers.GPSampler(seed=seed)}
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }
     if name not in samplers:
         raise SpaceError(f"unknown sampler {name!r}; one of {', '.join(SAMPLERS)}")
     with warnings.catch_warnings():  # qmc and gp are marked experimental in Optuna; chosen knowingly
@@ -276,6 +277,7 @@ def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.Ba
 
 
 # --- parsing and checking ----------------------------------------------------------------------------
+
 
 def _fmt(v: Any) -> str:
     """0.125 -> '0.125'; [0.15, 0.2] -> '0.15-0.2' (a range, as the paper's Table 3 writes it)."""
@@ -312,8 +314,9 @@ class _Checker:
         fields = _config_keys(section)
         if fields is None or not name:
             sections = ", ".join(typing.get_type_hints(Config))
-            raise self.fail(where, f"unknown parameter {key!r}: not a config key (section.key, section one of "
-                                   f"{sections})")
+            raise self.fail(
+                where, f"unknown parameter {key!r}: not a config key (section.key, section one of {sections})"
+            )
         if name not in fields:
             raise self.fail(where, f"unknown parameter {key!r}: not a config key; {section} has {', '.join(fields)}")
         return key
@@ -331,8 +334,9 @@ class _Checker:
         if low > high:
             raise self.fail(where, f"{kind} [{low}, {high}]: low > high")
         if low == high:
-            raise self.fail(where, f"{kind} [{low}, {high}]: empty range (low == high); give the value "
-                                   f"plainly to fix it")
+            raise self.fail(
+                where, f"{kind} [{low}, {high}]: empty range (low == high); give the value plainly to fix it"
+            )
         if kind == "loguniform" and low <= 0:
             raise self.fail(where, f"loguniform [{low}, {high}]: low must be > 0")
         if kind == "int":
@@ -358,11 +362,13 @@ class _Checker:
         kinds = [k for k in spec if k in DISTRIBUTIONS]
         unknown = [k for k in spec if k not in DISTRIBUTIONS]
         if unknown:
-            raise self.fail(where, f"unknown distribution {unknown[0]!r}; one of {', '.join(DISTRIBUTIONS)} "
-                                   "(plus step for int, when for conditions)")
+            raise self.fail(
+                where,
+                f"unknown distribution {unknown[0]!r}; one of {', '.join(DISTRIBUTIONS)} "
+                "(plus step for int, when for conditions)",
+            )
         if len(kinds) != 1:
-            raise self.fail(where, f"give exactly one distribution ({', '.join(DISTRIBUTIONS)}), got "
-                                   f"{kinds or 'none'}")
+            raise self.fail(where, f"give exactly one distribution ({', '.join(DISTRIBUTIONS)}), got {kinds or 'none'}")
         kind = kinds[0]
         if kind in ("uniform", "loguniform", "int"):
             return self.numeric_range(f"{where}.{kind}", kind, spec[kind], step), None, when
@@ -395,9 +401,12 @@ class _Checker:
             ends.append(d)
         low, high = ends
         if low.span[1] > high.span[0]:
-            raise self.fail(where, f"low can reach {low.span[1]:g} but high can be as small as {high.span[0]:g}: "
-                                   "every draw must give low <= high, so low's largest value must be <= high's "
-                                   "smallest")
+            raise self.fail(
+                where,
+                f"low can reach {low.span[1]:g} but high can be as small as {high.span[0]:g}: "
+                "every draw must give low <= high, so low's largest value must be <= high's "
+                "smallest",
+            )
         return low, high
 
     def when(self, where: str, spec: Any) -> tuple:
@@ -405,8 +414,7 @@ class _Checker:
             return ()
         if not isinstance(spec, dict) or not spec:
             raise self.fail(f"{where}.when", f"takes {{other.key: value or [values]}}, got {spec!r}")
-        return tuple((self.key(f"{where}.when", k), tuple(v) if isinstance(v, list) else (v,))
-                     for k, v in spec.items())
+        return tuple((self.key(f"{where}.when", k), tuple(v) if isinstance(v, list) else (v,)) for k, v in spec.items())
 
 
 def space_from_dict(raw: Any, base: Config, source: str = "<space>") -> SearchSpace:
@@ -424,8 +432,9 @@ def space_from_dict(raw: Any, base: Config, source: str = "<space>") -> SearchSp
     if isinstance(metric, list) and metric and all(isinstance(m, str) for m in metric):
         metric = ",".join(metric)  # several metrics: their mean is optimised
     if metric is not None and not isinstance(metric, str):
-        raise SpaceError(f"{source}: metric {metric!r}: must be a metric name such as geobench/m-eurosat/linear "
-                         "(or a list of them)")
+        raise SpaceError(
+            f"{source}: metric {metric!r}: must be a metric name such as geobench/m-eurosat/linear (or a list of them)"
+        )
     if ("params" in raw) == ("grid" in raw):
         raise SpaceError(f"{source}: give either params (sampled) or grid (explicit points), exactly one")
     space = SearchSpace(source, metric=metric, mode=mode)
@@ -446,8 +455,10 @@ def space_from_dict(raw: Any, base: Config, source: str = "<space>") -> SearchSp
                 raise check.fail(f"{where}.when", f"{ref} must be a choice declared above {key}")
             missing = [v for v in allowed if v not in earlier[ref].dist.choices]
             if missing:
-                raise check.fail(f"{where}.when", f"{ref} never takes {missing[0]!r} "
-                                                  f"(its choices: {list(earlier[ref].dist.choices)})")
+                raise check.fail(
+                    f"{where}.when",
+                    f"{ref} never takes {missing[0]!r} (its choices: {list(earlier[ref].dist.choices)})",
+                )
         for value in param.candidates():
             check.allowed(where, {key: value}, f"value {value!r}")
         space.params.append(param)
@@ -464,8 +475,9 @@ def _check_jointly(check: _Checker, params: list[Param]) -> None:
         return
     for combo in itertools.product(*candidates):
         overrides = {p.key: v for p, v in zip(params, combo)}
-        check.allowed("params", overrides, "the combination " + ", ".join(f"{k}={_fmt(v)}"
-                                                                          for k, v in overrides.items()))
+        check.allowed(
+            "params", overrides, "the combination " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+        )
 
 
 def _grid(check: _Checker, raw: Any) -> list[GridPoint]:
@@ -495,8 +507,9 @@ def _grid(check: _Checker, raw: Any) -> list[GridPoint]:
     extra = raw.get("points") or {}
     if not isinstance(extra, dict):
         raise check.fail("grid.points", f"must map point names to {{config key: value}}, got {extra!r}")
-    points += [GridPoint(str(name), {**default, **mapping(f"grid.points.{name}", over)})
-               for name, over in extra.items()]
+    points += [
+        GridPoint(str(name), {**default, **mapping(f"grid.points.{name}", over)}) for name, over in extra.items()
+    ]
     if len(points) == 1 and not default:
         raise check.fail("grid", "empty range: no points")
 

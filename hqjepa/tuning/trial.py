@@ -22,8 +22,9 @@ a poor trial between rounds.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hqjepa.config import Config, ConfigError, apply_overrides
 from hqjepa.eval.config import eval_config_from_dict
@@ -67,8 +68,9 @@ def budget_config(base: Config, overrides: dict[str, Any], budget_epochs: int) -
     """The trial's config: the base with a budget of `budget_epochs` epochs (module docstring), then
     the trial's own overrides; train.max_steps is left to the rounds."""
     warmup = base.optim.warmup_epochs * budget_epochs / base.optim.epochs
-    return apply_overrides(base, {"optim.epochs": budget_epochs, "optim.warmup_epochs": warmup,
-                                  "train.max_steps": None, **overrides})
+    return apply_overrides(
+        base, {"optim.epochs": budget_epochs, "optim.warmup_epochs": warmup, "train.max_steps": None, **overrides}
+    )
 
 
 def round_ends(total_steps: int, rounds: int) -> list[int]:
@@ -76,22 +78,32 @@ def round_ends(total_steps: int, rounds: int) -> list[int]:
     if rounds < 1:
         raise ConfigError(f"rounds = {rounds}: must be >= 1")
     if total_steps < rounds:
-        raise ConfigError(f"a budget of {total_steps} steps cannot be cut into {rounds} rounds; "
-                          "raise --budget-epochs or lower --rounds")
+        raise ConfigError(
+            f"a budget of {total_steps} steps cannot be cut into {rounds} rounds; "
+            "raise --budget-epochs or lower --rounds"
+        )
     return [math.ceil(total_steps * r / rounds) for r in range(1, rounds + 1)]
 
 
-def evaluate_export(export: str | Path, metrics: Sequence[tuple[str, str]], benchmark_dir: str | Path,
-                    eval_config: dict, device: str | None = None) -> dict[str, float]:
+def evaluate_export(
+    export: str | Path,
+    metrics: Sequence[tuple[str, str]],
+    benchmark_dir: str | Path,
+    eval_config: dict,
+    device: str | None = None,
+) -> dict[str, float]:
     """Probe an exported encoder in this process: {metric: mean valid, metric/test: mean test, ...}.
     Linear probing extracts the frozen features once and trains one head per seed. A failed
     evaluation raises RuntimeError with the runner's message (task / protocol / encoder / seed: cause)."""
     seeds = eval_config_from_dict(eval_config).run.seeds
     out: dict[str, float] = {}
     for task, protocol in metrics:
+
         def job(seed: int) -> EvalJob:
-            return EvalJob(task, protocol, seed, "checkpoint", str(export), str(benchmark_dir), eval_config,
-                           device=device)
+            return EvalJob(
+                task, protocol, seed, "checkpoint", str(export), str(benchmark_dir), eval_config, device=device
+            )
+
         if protocol == "linear":
             features = run_extract(job(seeds[0]))
             records = [run_linear(job(seed), features) for seed in seeds]
