@@ -18,18 +18,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser: one subcommand per entry of COMMANDS (and of `extra`), for --help."""
     parser = argparse.ArgumentParser(prog="hqjepa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in {**(extra or {}), **COMMANDS}.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None) -> int:
+    """Run `hqjepa COMMAND ...`; `extra` lists commands another entry point (ray_jobs.cli) adds."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv)  # prints help or the error and exits
+        build_parser(extra).parse_args(argv)  # prints help or the error and exits
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
+from ray_jobs.runtime import ROOT, start_ray  # first: sets the environment Ray reads at start
+
+# isort: split
 import ray
 import yaml
 
@@ -39,30 +41,6 @@ from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
 from hqjepa.eval.report import write_report
 from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune, run_linear
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="encoder export (export.pt) or training checkpoint")
-    p.add_argument("--tasks", default="all", help="all, or a comma list of GeoBench task names")
-    p.add_argument("--protocol", default="linear,finetune", help="comma list of: linear, finetune")
-    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: run.seeds of the eval config)")
-    p.add_argument("--baseline", choices=("none", "random-init"), default="none")
-    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
-    p.add_argument("--out", default="runs/geobench", help="where results.json, table.md, results.png go")
-    p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
-    p.add_argument("--config", default=None, help="model config the checkpoint must match (and random-init uses)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override an eval-config value, e.g. linear.epochs=20 (repeatable)",
-    )
-    p.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per Ray task when GPUs exist")
-    return p.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -89,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = config["run"]["seeds"]
     t0 = time.time()
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()
-        else:
-            # address="local": a new local instance, even when another `ray start` runs on this machine
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    started_here = start_ray(log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
     opts = {"num_cpus": 1, "num_gpus": args.gpu_fraction if gpus else 0}
     extract_remote = ray.remote(run_extract).options(**opts)
@@ -106,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for encoder in encoders:
         for task in tasks:
 
-            def job(protocol: str, seed: int) -> EvalJob:
+            def job(protocol: str, seed: int, task: str = task, encoder: str = encoder) -> EvalJob:
                 return EvalJob(task, protocol, seed, encoder, args.checkpoint, str(bench), config, args.config)
 
             if "linear" in protocols:
@@ -154,6 +126,28 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(r.get("status") != "ok" for r in records)
     print(json.dumps({"runs": len(records), "failed": failed, **paths}))
     return 3 if failed else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="encoder export (export.pt) or training checkpoint")
+    p.add_argument("--tasks", default="all", help="all, or a comma list of GeoBench task names")
+    p.add_argument("--protocol", default="linear,finetune", help="comma list of: linear, finetune")
+    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: run.seeds of the eval config)")
+    p.add_argument("--baseline", choices=("none", "random-init"), default="none")
+    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
+    p.add_argument("--out", default="runs/geobench", help="where results.json, table.md, results.png go")
+    p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
+    p.add_argument("--config", default=None, help="model config the checkpoint must match (and random-init uses)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an eval-config value, e.g. linear.epochs=20 (repeatable)",
+    )
+    p.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per Ray task when GPUs exist")
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":

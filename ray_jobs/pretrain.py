@@ -38,25 +38,22 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# Report pacing: Train v2 answers ray.train.report at this poll interval (RAY-NOTES §1); 2 s default
-# would cost ~2 s per report. Set before Ray starts so the controller and workers inherit it.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+from ray_jobs.runtime import ROOT, start_ray  # first: sets the environment Ray reads at start
 
-import ray  # noqa: E402
-import ray.train  # noqa: E402
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig  # noqa: E402
-from ray.train.torch import TorchTrainer  # noqa: E402
+# isort: split
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
-from hqjepa.config import Config, config_from_dict, load_config, parse_override  # noqa: E402
+from hqjepa.config import Config, ConfigError, config_from_dict, load_config, parse_override
 
 STATE_FILE = "state.pt"
 EXPORT_FILE = "export.pt"
+SMOOTHING_WINDOW = 20  # steps in `loss_smooth`, the checkpoint score
 
 
-# --- the per-worker loop ------------------------------------------------------------------------
+# --- worker code ------------------------------------------------------------------------------------
 
 
 def quiet_report_log() -> None:
@@ -70,15 +67,82 @@ def quiet_report_log() -> None:
         pass
 
 
+class StepReporter:
+    """What a worker does with each finished step: one job per method, `on_step` calls them in order.
+
+    Every rank reports to Ray Train when a report is due (a report is a barrier); rank 0 alone keeps
+    metrics.csv and TensorBoard and attaches the checkpoint.
+    """
+
+    def __init__(
+        self, trainer, cfg: Config, *, rank: int, world: int, max_steps: int, log_dir: Path, tensorboard_dir: str | None
+    ) -> None:
+        from hqjepa.runlog import RunLog
+
+        self.trainer, self.cfg, self.rank, self.world, self.max_steps = trainer, cfg, rank, world, max_steps
+        self.log_dir = log_dir
+        self.window: list[float] = []
+        self.log = RunLog(log_dir, tensorboard=False, resume_step=trainer.step) if rank == 0 else None
+        self.tb = None
+        if rank == 0 and tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(tensorboard_dir, purge_step=trainer.step)
+
+    def on_step(self, metrics: dict[str, float]) -> None:
+        """Called by `hqjepa.loop.run_steps` after each optimiser step."""
+        step = self.trainer.step  # steps completed
+        self.add_derived(metrics)
+        self.write_logs(step - 1, metrics)
+        due_ckpt = step % self.cfg.train.checkpoint_every == 0 or step == self.max_steps
+        if due_ckpt:
+            self.report_checkpoint(step, metrics)
+        elif step % self.cfg.train.report_every == 0:
+            ray.train.report(metrics)
+
+    def add_derived(self, metrics: dict[str, float]) -> None:
+        """`loss_smooth` (mean of the last SMOOTHING_WINDOW losses) and the global sample rate."""
+        self.window.append(metrics["loss"])
+        del self.window[:-SMOOTHING_WINDOW]
+        metrics["loss_smooth"] = sum(self.window) / len(self.window)
+        metrics["global_samples_per_s"] = metrics["samples_per_s"] * self.world
+
+    def write_logs(self, row: int, metrics: dict[str, float]) -> None:
+        """Rank 0: one metrics.csv row and the TensorBoard scalars for this step."""
+        if self.log is not None:
+            self.log.log(row, metrics)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, row)
+
+    def report_checkpoint(self, step: int, metrics: dict[str, float]) -> None:
+        """Every rank reports; rank 0 attaches state.pt, metrics.csv and, at the end, export.pt."""
+        from hqjepa.checkpoint import export_trained_encoder, save_training_state
+
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_training_state(Path(tmp) / STATE_FILE, self.trainer)
+            shutil.copy(self.log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
+            if step == self.max_steps:
+                export_trained_encoder(Path(tmp) / EXPORT_FILE, self.trainer.core, self.cfg, {"step": step})
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{step:07d}")
+
+    def close(self) -> None:
+        """Flush TensorBoard."""
+        if self.tb is not None:
+            self.tb.close()
+
+
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import torch
 
-    from hqjepa.checkpoint import export_trained_encoder, load_training_state, save_training_state
+    from hqjepa.checkpoint import load_training_state
     from hqjepa.engine import Trainer
     from hqjepa.loop import FaultInjector, run_steps
     from hqjepa.models.hqjepa import HQJEPA
-    from hqjepa.runlog import RunLog
     from ray_jobs._data import MaskCollateFn, torch_batches
 
     quiet_report_log()
@@ -99,12 +163,15 @@ def train_loop(config: dict) -> None:
             load_training_state(Path(d) / STATE_FILE, trainer)
             if (Path(d) / "metrics.csv").exists():
                 shutil.copy(Path(d) / "metrics.csv", log_dir / "metrics.csv")
-    log = RunLog(log_dir, tensorboard=False, resume_step=trainer.step) if rank == 0 else None
-    tb = None
-    if rank == 0 and config.get("tensorboard_dir"):
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb = SummaryWriter(config["tensorboard_dir"], purge_step=trainer.step)
+    reporter = StepReporter(
+        trainer,
+        cfg,
+        rank=rank,
+        world=world,
+        max_steps=config["max_steps"],
+        log_dir=log_dir,
+        tensorboard_dir=config.get("tensorboard_dir"),
+    )
 
     shard = ray.train.get_dataset_shard("train")
     seed = cfg.optim.seed
@@ -122,71 +189,16 @@ def train_loop(config: dict) -> None:
             local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if cfg.data.shuffle_buffer else None,
         )
 
-    max_steps = config["max_steps"]
-    window: list[float] = []
-
-    def on_step(metrics: dict[str, float]) -> None:
-        step = trainer.step  # steps completed
-        window.append(metrics["loss"])
-        del window[:-20]
-        metrics["loss_smooth"] = sum(window) / len(window)
-        metrics["global_samples_per_s"] = metrics["samples_per_s"] * world
-        if log is not None:
-            log.log(step - 1, metrics)
-            if tb is not None:
-                for k, v in metrics.items():
-                    tb.add_scalar(k, v, step - 1)
-        due_ckpt = step % cfg.train.checkpoint_every == 0 or step == max_steps
-        due_report = due_ckpt or step % cfg.train.report_every == 0
-        if not due_report:
-            return
-        # every rank reports (a barrier); only rank 0 attaches the checkpoint
-        if due_ckpt and rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_training_state(Path(tmp) / STATE_FILE, trainer)
-                shutil.copy(log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
-                if step == max_steps:
-                    export_trained_encoder(Path(tmp) / EXPORT_FILE, trainer.core, cfg, {"step": step})
-                ray.train.report(
-                    metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{step:07d}"
-                )
-        else:
-            ray.train.report(metrics)
-
     marker = Path(config["fault_marker"]) if config.get("fault_marker") else None
     fail_rank = int(os.environ.get("HQJEPA_FAIL_RANK", world - 1))
     fault = FaultInjector(cfg.train.fail_at_step, marker) if rank == fail_rank else None
     try:
-        run_steps(trainer, epoch_batches, max_steps, on_step, fault)
+        run_steps(trainer, epoch_batches, config["max_steps"], reporter.on_step, fault)
     finally:
-        if tb is not None:
-            tb.close()
+        reporter.close()
 
 
-# --- the driver ----------------------------------------------------------------------------------
-
-
-def start_ray(num_cpus: int | None) -> None:
-    """Connect to a cluster (RAY_ADDRESS, as `ray job submit` sets it) or start one embedded."""
-    if ray.is_initialized():  # e.g. a test session's instance
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        os.environ["PYTHONPATH"] = pythonpath  # workers import hqjepa and ray_jobs from the checkout
-        # An embedded Ray has no dashboard, yet Train v2's placement-group cleaner asks the state API
-        # whether its controller lives; with no address that lookup follows /tmp/ray/ray_current_cluster
-        # to whatever `ray start` head ran last and can block 40 s per query (12 s added to every fit
-        # here). A closed port makes it fail at once.
-        os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        )
+# --- the driver -------------------------------------------------------------------------------------
 
 
 def synthetic_shards(cfg: Config, cache_root: Path) -> Path:
@@ -216,7 +228,7 @@ def plan_steps(cfg: Config, rows: int, workers: int) -> tuple[int, int]:
     per_rank = rows // workers
     spe = cfg.train.steps_per_epoch or per_rank // (cfg.optim.batch_size * cfg.optim.accumulation)
     if spe < 1:
-        raise SystemExit(
+        raise ConfigError(
             f"{rows} training rows over {workers} workers do not fill one step of "
             f"{cfg.optim.batch_size} x {cfg.optim.accumulation} per worker; use fewer workers, "
             "a smaller optim.batch_size or more data"
@@ -225,47 +237,19 @@ def plan_steps(cfg: Config, rows: int, workers: int) -> tuple[int, int]:
     return spe, min(cfg.train.max_steps or total, total)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    overrides = dict(parse_override(s) for s in args.set)
-    if args.max_steps is not None:
-        overrides["train.max_steps"] = args.max_steps
-    if args.data:
-        overrides.update({"data.source": "shards", "data.shards": args.data})
-    if args.fail_at_step is not None:
-        overrides["train.fail_at_step"] = args.fail_at_step
-    cfg = load_config(args.config, overrides)  # every config error surfaces here
+def training_rows(cfg: Config, shard_dir: str | Path) -> int:
+    """Rows of the configured split (`data.split`; null: every row) in the shards' manifest."""
+    from hqjepa.data.shards import load_manifest
 
-    storage = args.storage or str(ROOT / "runs")
-    name = args.experiment or f"pretrain-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resume_from = None
-    if args.resume:
-        resume = Path(args.resume).resolve()
-        if (resume / STATE_FILE).exists():  # a checkpoint directory: start a new run from it
-            resume_from = str(resume)
-        else:  # a run directory: Ray Train resumes from its snapshot
-            if not (resume / "checkpoint_manager_snapshot.json").exists():
-                raise SystemExit(
-                    f"--resume {resume}: neither a run directory (no "
-                    "checkpoint_manager_snapshot.json) nor a checkpoint (no state.pt)"
-                )
-            storage, name = str(resume.parent), resume.name
-
-    start_ray(args.num_cpus)
-    summary = pretrain(
-        cfg,
-        storage=storage,
-        name=name,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker,
-        max_failures=args.max_failures,
-        resume_from=resume_from,
-        cache_dir=Path(args.cache_dir),
-        title=Path(args.config).stem,
-    )
-    print(json.dumps(summary), flush=True)
-    return 0
+    manifest = load_manifest(shard_dir)
+    splits = manifest.get("split_counts", {})
+    rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["pairs"]
+    if rows == 0:
+        raise ConfigError(
+            f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
+            "set data.split: null to train on every row"
+        )
+    return rows
 
 
 def pretrain(
@@ -281,10 +265,9 @@ def pretrain(
     cache_dir: Path = ROOT / "runs" / "data",
     title: str = "",
 ) -> dict:
-    """Steps 2-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
+    """Steps 3-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
     with the same storage and name continues the run (Ray Train finds its snapshot); a larger
     `train.max_steps` then trains further, as Ray Tune trials do round by round."""
-    from hqjepa.data.shards import load_manifest
     from ray_jobs._data import training_dataset
 
     run_dir = Path(storage) / name if "://" not in storage else None
@@ -292,14 +275,7 @@ def pretrain(
         shard_dir = synthetic_shards(cfg, Path(cache_dir))
     else:
         shard_dir = cfg.data.shards  # a path or a URI (s3://...): pyarrow resolves it
-    manifest = load_manifest(shard_dir)
-    splits = manifest.get("split_counts", {})
-    rows = splits.get(cfg.data.split, 0) if cfg.data.split else manifest["pairs"]
-    if rows == 0:
-        raise SystemExit(
-            f"{shard_dir}: no rows of split {cfg.data.split!r} (split counts: {splits}); "
-            "set data.split: null to train on every row"
-        )
+    rows = training_rows(cfg, shard_dir)
     spe, max_steps = plan_steps(cfg, rows, workers)
 
     ctx = ray.data.DataContext.get_current()
@@ -310,23 +286,19 @@ def pretrain(
     cpus = cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / workers))
     resources = {"CPU": cpus, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
     global_batch = cfg.optim.batch_size * workers * cfg.optim.accumulation
-    print(
-        json.dumps(
-            {
-                "event": "plan",
-                "run": name,
-                "storage": storage,
-                "shards": str(shard_dir),
-                "rows": rows,
-                "workers": workers,
-                "resources_per_worker": resources,
-                "global_batch": global_batch,
-                "steps_per_epoch": spe,
-                "max_steps": max_steps,
-            }
-        ),
-        flush=True,
-    )
+    plan = {
+        "event": "plan",
+        "run": name,
+        "storage": storage,
+        "shards": str(shard_dir),
+        "rows": rows,
+        "workers": workers,
+        "resources_per_worker": resources,
+        "global_batch": global_batch,
+        "steps_per_epoch": spe,
+        "max_steps": max_steps,
+    }
+    print(json.dumps(plan), flush=True)
 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -398,7 +370,71 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
     return summary
 
 
+def resolve_run(args: argparse.Namespace) -> tuple[str, str, str | None]:
+    """(storage, run name, checkpoint to start from) from --storage, --experiment and --resume."""
+    storage = args.storage or str(ROOT / "runs")
+    name = args.experiment or f"pretrain-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.resume:
+        return storage, name, None
+    resume = Path(args.resume).resolve()
+    if (resume / STATE_FILE).exists():  # a checkpoint directory: start a new run from it
+        return storage, name, str(resume)
+    if not (resume / "checkpoint_manager_snapshot.json").exists():
+        raise ConfigError(
+            f"--resume {resume}: neither a run directory (no checkpoint_manager_snapshot.json) "
+            "nor a checkpoint (no state.pt)"
+        )
+    return str(resume.parent), resume.name, None  # a run directory: Ray Train resumes from its snapshot
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The run's config: the YAML file, then --set, --max-steps, --data and --fail-at-step."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    if args.gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker {args.gpus_per_worker}: must be >= 0")
+    overrides = dict(parse_override(s) for s in args.set)
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    if args.data:
+        overrides.update({"data.source": "shards", "data.shards": args.data})
+    if args.fail_at_step is not None:
+        overrides["train.fail_at_step"] = args.fail_at_step
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Steps 1-2 of the module docstring, then `pretrain`; prints the summary as one JSON line."""
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)  # every config error surfaces here, before Ray starts
+        storage, name, resume_from = resolve_run(args)
+    except ConfigError as e:
+        print(f"pretrain: error: {e}", file=sys.stderr)
+        return 2
+    start_ray(args.num_cpus)
+    try:
+        summary = pretrain(
+            cfg,
+            storage=storage,
+            name=name,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+            max_failures=args.max_failures,
+            resume_from=resume_from,
+            cache_dir=Path(args.cache_dir),
+            title=Path(args.config).stem,
+        )
+    except ConfigError as e:  # found once the data is known (a split with no rows, too few rows)
+        print(f"pretrain: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of `ray_jobs/pretrain.py` (and `hqjepa pretrain`)."""
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

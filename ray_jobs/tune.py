@@ -36,6 +36,7 @@ search was interrupted (resume it), 2 on a bad space, config or option.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -43,21 +44,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ray_jobs.runtime import ROOT, start_ray  # first: sets the environment Ray reads at start
 
-import ray  # noqa: E402
-import yaml  # noqa: E402
-from ray import tune  # noqa: E402
+# isort: split
+import ray
+import yaml
+from ray import tune
 
-from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override  # noqa: E402
-from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
-from hqjepa.eval.geobench import TASKS, resolve_benchmark_dir  # noqa: E402
-from hqjepa.eval.safe_pickle import GeoBenchFormatError  # noqa: E402
-from hqjepa.tuning.report import write_report  # noqa: E402
-from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict  # noqa: E402
-from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends  # noqa: E402
-from ray_jobs.pretrain import plan_steps, pretrain, start_ray, synthetic_shards  # noqa: E402  (sets Ray env first)
+from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override
+from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
+from hqjepa.eval.geobench import TASKS, resolve_benchmark_dir
+from hqjepa.eval.safe_pickle import GeoBenchFormatError
+from hqjepa.tuning.report import write_report
+from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict
+from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends
+from ray_jobs.pretrain import plan_steps, pretrain, synthetic_shards, training_rows
 
 DEFAULT_METRIC = "geobench/m-eurosat/linear"
 SETTINGS_FILE = "search.json"
@@ -66,47 +67,99 @@ ROUNDS_LOG = "rounds.jsonl"
 INTERRUPTED = 130
 
 
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    """Everything a search needs, checked once by the driver and kept in EXP/search.json, so that
+    trials (which receive it through `tune.with_parameters`) and `--resume` read the same values."""
+
+    name: str  # the search's name; EXP = storage/name
+    storage: str
+    exp_dir: str
+    space_source: str  # the space file as the user named it
+    space_file: str
+    space: dict  # the space file's parsed YAML
+    config_file: str
+    base_config: dict  # the checked base config (Config.to_dict)
+    sets: list[str]  # the --set overrides, for the report
+    metric: str  # geobench/<task>/<protocol>[,...]
+    mode: str  # "max" or "min"
+    trials: int
+    budget_epochs: int
+    rounds: int
+    total_steps: int  # steps of a full-budget trial
+    sampler: str
+    seed: int
+    scheduler: str  # "asha" or "fifo"
+    reduction_factor: float
+    workers: int  # Ray Train workers per trial
+    gpus_per_worker: float
+    cpus_per_worker: float | None  # None until plan_resources fills it in
+    trial_cpus: float
+    trial_gpus: float
+    max_concurrent: int | None
+    max_failures: int
+    benchmark_dir: str
+    eval_config: dict  # the checked eval config (EvalConfig.to_dict)
+    cache_dir: str
+    shard_dir: str
+    rows: int  # training rows of the shards' split
+
+    def save(self) -> None:
+        """Write EXP/search.json."""
+        Path(self.exp_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.exp_dir) / SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, exp_dir: Path) -> TuneSettings:
+        """Read EXP/search.json (a search started by this version of the driver)."""
+        raw = json.loads((exp_dir / SETTINGS_FILE).read_text())
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(raw) != names:
+            raise ConfigError(f"{exp_dir / SETTINGS_FILE}: not a search of this version (keys differ)")
+        return cls(**raw)
+
+    def space_and_base(self) -> tuple[Config, SearchSpace]:
+        """The base config and the search space, rebuilt and rechecked from their saved forms."""
+        base = config_from_dict(self.base_config)
+        return base, space_from_dict(self.space, base, self.space_source)
+
+
 # --- one trial (runs in a Ray Tune trial actor) --------------------------------------------------------
 
 
-def trial_space(settings: dict) -> tuple[Config, SearchSpace]:
-    base = config_from_dict(settings["base_config"])
-    return base, space_from_dict(settings["space"], base, settings["space_source"])
-
-
-def run_trial(config: dict, settings: dict) -> None:
+def run_trial(config: dict, settings: TuneSettings) -> None:
     """R rounds of pretraining, each continuing the same Train run, each followed by a probe and a report."""
-    base, space = trial_space(settings)
+    base, space = settings.space_and_base()
     trial_id = tune.get_context().get_trial_id()
-    cfg = budget_config(base, space.overrides(config), settings["budget_epochs"])
-    _, total = plan_steps(cfg, settings["rows"], settings["workers"])
-    ends = round_ends(total, settings["rounds"])
-    metrics = parse_metrics(settings["metric"])
-    runs = Path(settings["exp_dir"]) / "runs"
+    cfg = budget_config(base, space.overrides(config), settings.budget_epochs)
+    _, total = plan_steps(cfg, settings.rows, settings.workers)
+    ends = round_ends(total, settings.rounds)
+    metrics = parse_metrics(settings.metric)
+    runs = Path(settings.exp_dir) / "runs"
 
     done = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a restored trial: carry on after its last reported round
         with checkpoint.as_directory() as d:
             done = json.loads((Path(d) / ROUND_FILE).read_text())["round"]
-    for r in range(done + 1, settings["rounds"] + 1):
+    for r in range(done + 1, settings.rounds + 1):
         summary = pretrain(
             apply_overrides(cfg, {"train.max_steps": ends[r - 1]}),
             storage=str(runs),
             name=trial_id,
-            workers=settings["workers"],
-            gpus_per_worker=settings["gpus_per_worker"],
-            cpus_per_worker=settings["cpus_per_worker"],
-            max_failures=settings["max_failures"],
-            cache_dir=Path(settings["cache_dir"]),
-            title=f"{settings['name']} {trial_id}",
+            workers=settings.workers,
+            gpus_per_worker=settings.gpus_per_worker,
+            cpus_per_worker=settings.cpus_per_worker,
+            max_failures=settings.max_failures,
+            cache_dir=Path(settings.cache_dir),
+            title=f"{settings.name} {trial_id}",
         )
-        scores = evaluate_export(summary["export"], metrics, settings["benchmark_dir"], settings["eval_config"])
+        scores = evaluate_export(summary["export"], metrics, settings.benchmark_dir, settings.eval_config)
         result = {
             **scores,
             "round": r,
             "steps": ends[r - 1],  # scores holds the objective
-            "epochs": settings["budget_epochs"] * ends[r - 1] / total,
+            "epochs": settings.budget_epochs * ends[r - 1] / total,
         }
         with (runs / trial_id / ROUNDS_LOG).open("a") as f:  # a plain record of every round that ran
             f.write(json.dumps({"trial_id": trial_id, "time": time.time(), **result}) + "\n")
@@ -122,7 +175,7 @@ def trial_dirname(trial) -> str:
 # --- the driver -------------------------------------------------------------------------------------
 
 
-def check_settings(args: argparse.Namespace) -> dict:
+def check_settings(args: argparse.Namespace) -> TuneSettings:
     """Step 1 of the module docstring: every input read and checked, nothing of Ray started."""
     sets = dict(parse_override(s) for s in args.set)
     base = load_config(args.config, sets)
@@ -154,104 +207,98 @@ def check_settings(args: argparse.Namespace) -> dict:
         shard_dir = synthetic_shards(base, cache)  # once, before any trial
     else:
         shard_dir = base.data.shards
-    from hqjepa.data.shards import load_manifest
-
-    manifest = load_manifest(shard_dir)
-    rows = manifest.get("split_counts", {}).get(base.data.split, 0) if base.data.split else manifest["pairs"]
-    try:
-        _, total = plan_steps(budget_config(base, {}, args.budget_epochs), rows, args.workers)
-    except SystemExit as e:  # plan_steps speaks to the command line
-        raise ConfigError(str(e)) from None
+    rows = training_rows(base, shard_dir)
+    _, total = plan_steps(budget_config(base, {}, args.budget_epochs), rows, args.workers)
     round_ends(total, args.rounds)
 
     storage = Path(args.storage).resolve()
     name = args.name or Path(args.space).stem
-    return {
-        "name": name,
-        "storage": str(storage),
-        "exp_dir": str(storage / name),
-        "space_source": space.source,
-        "space_file": str(Path(args.space).resolve()),
-        "space": yaml_load(args.space),
-        "config_file": str(Path(args.config).resolve()),
-        "base_config": base.to_dict(),
-        "sets": list(args.set),
-        "metric": metric,
-        "mode": space.mode,
-        "trials": len(space.grid) if space.is_grid else (args.trials or 20),
-        "budget_epochs": args.budget_epochs,
-        "rounds": args.rounds,
-        "total_steps": total,
-        "sampler": "grid" if space.is_grid else args.sampler,
-        "seed": args.seed,
-        "scheduler": args.scheduler or ("fifo" if space.is_grid else "asha"),
-        "reduction_factor": args.reduction_factor,
-        "workers": args.workers,
-        "gpus_per_worker": args.gpus_per_worker,
-        "cpus_per_worker": args.cpus_per_worker,
-        "trial_cpus": args.trial_cpus,
-        "trial_gpus": args.trial_gpus,
-        "max_concurrent": args.max_concurrent,
-        "max_failures": args.max_failures,
-        "benchmark_dir": str(bench),
-        "eval_config": eval_config,
-        "cache_dir": str(cache),
-        "shard_dir": str(shard_dir),
-        "rows": rows,
-    }
+    return TuneSettings(
+        name=name,
+        storage=str(storage),
+        exp_dir=str(storage / name),
+        space_source=space.source,
+        space_file=str(Path(args.space).resolve()),
+        space=yaml_load(args.space),
+        config_file=str(Path(args.config).resolve()),
+        base_config=base.to_dict(),
+        sets=list(args.set),
+        metric=metric,
+        mode=space.mode,
+        trials=len(space.grid) if space.is_grid else (args.trials or 20),
+        budget_epochs=args.budget_epochs,
+        rounds=args.rounds,
+        total_steps=total,
+        sampler="grid" if space.is_grid else args.sampler,
+        seed=args.seed,
+        scheduler=args.scheduler or ("fifo" if space.is_grid else "asha"),
+        reduction_factor=args.reduction_factor,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        trial_cpus=args.trial_cpus,
+        trial_gpus=args.trial_gpus,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        benchmark_dir=str(bench),
+        eval_config=eval_config,
+        cache_dir=str(cache),
+        shard_dir=str(shard_dir),
+        rows=rows,
+    )
 
 
 def yaml_load(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def plan_resources(settings: dict) -> dict:
+def plan_resources(settings: TuneSettings) -> TuneSettings:
     """Concurrent trials and CPUs per Train worker for this cluster. Per concurrent trial Ray holds
     the trial's own CPU share, the Train workers' CPUs and GPUs, and leaves ~1 CPU for Ray Data."""
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 1.0), res.get("GPU", 0.0)
-    workers = settings["workers"]
-    trial_cpus = settings["trial_cpus"]
-    if settings["gpus_per_worker"]:
-        concurrent = settings["max_concurrent"] or max(1, int(gpus // (workers * settings["gpus_per_worker"])))
+    workers = settings.workers
+    trial_cpus = settings.trial_cpus
+    if settings.gpus_per_worker:
+        concurrent = settings.max_concurrent or max(1, int(gpus // (workers * settings.gpus_per_worker)))
     else:
-        concurrent = settings["max_concurrent"] or 1
-    cpw = settings["cpus_per_worker"] or max(0.5, min(4.0, (cpus / concurrent - trial_cpus - 1.0) / workers))
-    return {"max_concurrent": concurrent, "cpus_per_worker": cpw}
+        concurrent = settings.max_concurrent or 1
+    cpw = settings.cpus_per_worker or max(0.5, min(4.0, (cpus / concurrent - trial_cpus - 1.0) / workers))
+    return dataclasses.replace(settings, max_concurrent=concurrent, cpus_per_worker=cpw)
 
 
-def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
+def build_tuner(settings: TuneSettings, restore: bool) -> tune.Tuner:
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, settings=settings),
-        {"cpu": settings["trial_cpus"], "gpu": settings["trial_gpus"]},
+        {"cpu": settings.trial_cpus, "gpu": settings.trial_gpus},
     )
-    exp_dir = settings["exp_dir"]
+    exp_dir = settings.exp_dir
     if restore:
         return tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
-    _, space = trial_space(settings)
-    objective = objective_name(parse_metrics(settings["metric"]))
-    mode = settings["mode"]
+    _, space = settings.space_and_base()
+    objective = objective_name(parse_metrics(settings.metric))
+    mode = settings.mode
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(exp_dir) / 'optuna.db'}")
     search = OptunaSearch(
         space=space,
         metric=objective,
         mode=mode,
-        study_name=settings["name"],
+        study_name=settings.name,
         storage=storage,
-        sampler=make_sampler(settings["sampler"], settings["seed"], space),
+        sampler=make_sampler(settings.sampler, settings.seed, space),
     )
-    if settings["scheduler"] == "asha":
+    if settings.scheduler == "asha":
         scheduler = ASHAScheduler(
             metric=objective,
             mode=mode,
             time_attr="round",
-            max_t=settings["rounds"],
+            max_t=settings.rounds,
             grace_period=1,
-            reduction_factor=settings["reduction_factor"],
+            reduction_factor=settings.reduction_factor,
         )
     else:
         scheduler = FIFOScheduler()
@@ -260,30 +307,30 @@ def build_tuner(settings: dict, restore: bool) -> tune.Tuner:
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=scheduler,
-            num_samples=settings["trials"],
-            max_concurrent_trials=settings["max_concurrent"],
+            num_samples=settings.trials,
+            max_concurrent_trials=settings.max_concurrent,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            storage_path=settings["storage"],
-            name=settings["name"],
+            storage_path=settings.storage,
+            name=settings.name,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
 
 
-def collect_rows(settings: dict) -> list[dict]:
+def collect_rows(settings: TuneSettings) -> list[dict]:
     """One row per trial from Tune's saved experiment state (hqjepa/tuning/report.py's format)."""
     from ray.tune import ExperimentAnalysis
 
     # it warns about each trial that has no result yet; the table reports those as unfinished
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
-    _, space = trial_space(settings)
-    objective = objective_name(parse_metrics(settings["metric"]))
+    _, space = settings.space_and_base()
+    objective = objective_name(parse_metrics(settings.metric))
     rows = []
-    for index, trial in enumerate(ExperimentAnalysis(settings["exp_dir"]).trials):
+    for index, trial in enumerate(ExperimentAnalysis(settings.exp_dir).trials):
         # start order: Tune's tag begins with the trial's 1-based count (its list is not ordered after a restore)
         count = trial.experiment_tag.split("_", 1)[0]
         number = int(count) - 1 if count.isdigit() else index
@@ -292,7 +339,7 @@ def collect_rows(settings: dict) -> list[dict]:
         if trial.status == "ERROR":
             status = "error"
         elif trial.status == "TERMINATED":
-            status = "complete" if rounds >= settings["rounds"] else "stopped early"
+            status = "complete" if rounds >= settings.rounds else "stopped early"
         else:
             status = "unfinished"
         error = None
@@ -318,25 +365,24 @@ def collect_rows(settings: dict) -> list[dict]:
     return rows
 
 
-def report(settings: dict) -> dict:
-    base, space = trial_space(settings)
-    objective = objective_name(parse_metrics(settings["metric"]))
+def report(settings: TuneSettings) -> dict:
+    base, space = settings.space_and_base()
+    objective = objective_name(parse_metrics(settings.metric))
     header = [
-        f"Best configuration of the search `ray_jobs/tune.py --space {settings['space_source']} "
-        f"--name {settings['name']}`.",
-        f"Base: {Path(settings['config_file']).name}" + "".join(f" --set {s}" for s in settings["sets"]),
-        f"Searched on {settings['budget_epochs']}-epoch budgets in {settings['rounds']} round(s); optim.epochs "
+        f"Best configuration of the search `ray_jobs/tune.py --space {settings.space_source} --name {settings.name}`.",
+        f"Base: {Path(settings.config_file).name}" + "".join(f" --set {s}" for s in settings.sets),
+        f"Searched on {settings.budget_epochs}-epoch budgets in {settings.rounds} round(s); optim.epochs "
         "and every key not listed below are the base config's.",
     ]
     return write_report(
-        settings["exp_dir"],
+        settings.exp_dir,
         collect_rows(settings),
         keys=space.keys,
         objective=objective,
-        mode=settings["mode"],
-        rounds=settings["rounds"],
+        mode=settings.mode,
+        rounds=settings.rounds,
         base=base,
-        title=f"{settings['name']} ({settings['space_source']})",
+        title=f"{settings.name} ({settings.space_source})",
         log_keys=space.log_keys,
         kinds=space.plot_kinds,
         best_header=header,
@@ -353,43 +399,42 @@ def main(argv: list[str] | None = None) -> int:
             exp_dir = storage / (args.name or Path(args.space).stem)
             if not (exp_dir / SETTINGS_FILE).exists():
                 raise ConfigError(f"--resume: {exp_dir} holds no search ({SETTINGS_FILE} missing)")
-            settings = json.loads((exp_dir / SETTINGS_FILE).read_text())
-            trial_space(settings)  # still a valid space for the saved config
+            settings = TuneSettings.load(exp_dir)
+            settings.space_and_base()  # still a valid space for the saved config
         else:
             if not args.space:
                 raise ConfigError("--space FILE is required (a YAML file of tune_spaces/)")
             settings = check_settings(args)
-            if Path(settings["exp_dir"]).exists() and tune.Tuner.can_restore(settings["exp_dir"]):
+            if Path(settings.exp_dir).exists() and tune.Tuner.can_restore(settings.exp_dir):
                 raise ConfigError(
-                    f"{settings['exp_dir']} already holds a search: add --resume to continue it, or give another --name"
+                    f"{settings.exp_dir} already holds a search: add --resume to continue it, or give another --name"
                 )
     except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
         print(f"tune: error: {e}", file=sys.stderr)
         return 2
 
-    exp_dir = Path(settings["exp_dir"])
+    exp_dir = Path(settings.exp_dir)
     restore = bool(args.resume) and tune.Tuner.can_restore(str(exp_dir))
     start_ray(args.num_cpus)
     if not args.resume:
-        settings.update(plan_resources(settings))
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        (exp_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        settings = plan_resources(settings)
+        settings.save()
     print(
         json.dumps(
             {
                 "event": "search",
                 "exp_dir": str(exp_dir),
                 "resume": restore,
-                "space": settings["space_source"],
-                "trials": settings["trials"],
-                "metric": settings["metric"],
-                "sampler": settings["sampler"],
-                "scheduler": settings["scheduler"],
-                "rounds": settings["rounds"],
-                "budget_epochs": settings["budget_epochs"],
-                "steps": settings["total_steps"],
-                "max_concurrent": settings["max_concurrent"],
-                "cpus_per_worker": settings["cpus_per_worker"],
+                "space": settings.space_source,
+                "trials": settings.trials,
+                "metric": settings.metric,
+                "sampler": settings.sampler,
+                "scheduler": settings.scheduler,
+                "rounds": settings.rounds,
+                "budget_epochs": settings.budget_epochs,
+                "steps": settings.total_steps,
+                "max_concurrent": settings.max_concurrent,
+                "cpus_per_worker": settings.cpus_per_worker,
                 "optuna": f"sqlite:///{exp_dir / 'optuna.db'}",
             }
         ),
@@ -399,13 +444,13 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = report(settings)
     counts = paths["trials"]
-    interrupted = counts.get("unfinished", 0) > 0 or counts["total"] < settings["trials"]
+    interrupted = counts.get("unfinished", 0) > 0 or counts["total"] < settings.trials
     print(Path(paths["table_md"]).read_text(), flush=True)
     print(json.dumps({"event": "interrupted" if interrupted else "done", **paths}), flush=True)
     if interrupted:
         print(
             f"tune: the search stopped before every trial finished; continue it with --resume --name "
-            f"{settings['name']} --storage {settings['storage']}",
+            f"{settings.name} --storage {settings.storage}",
             file=sys.stderr,
         )
         return INTERRUPTED
