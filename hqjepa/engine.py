@@ -177,7 +177,7 @@ class Trainer:
             keys = sorted(sums)
             vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
             dist.all_reduce(vec, op=dist.ReduceOp.SUM)
-            sums = dict(zip(keys, (vec / dist.get_world_size()).tolist()))
+            sums = dict(zip(keys, (vec / dist.get_world_size()).tolist(), strict=True))
         weights = self.core.weighting.weights()
         return {
             **sums,

@@ -35,7 +35,7 @@ def plot_losses(csv_path: str | Path, png_path: str | Path, title: str | None = 
     m = read_metrics(csv_path)
     steps = np.asarray(m["step"])
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    for ax, (key, label) in zip(axes.flat, PANELS):
+    for ax, (key, label) in zip(axes.flat, PANELS, strict=True):
         ax.set_title(label)
         ax.set_xlabel("step")
         if key not in m:

@@ -93,7 +93,7 @@ def _worker_loop(config):
     shard = ray.train.get_dataset_shard("train")
     collate = MaskCollateFn(MaskConfig(), grid=12, seed=ray.train.get_context().get_world_rank())
     seen = []
-    for epoch in range(2):
+    for _ in range(2):  # two epochs
         rows = 0
         for batch in torch_batches(shard, 4, collate, config["shards"]):
             assert batch["s2"].shape[1:] == (12, 120, 120) and torch.isfinite(batch["s2"]).all()

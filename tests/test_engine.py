@@ -67,8 +67,8 @@ def test_steps_update_student_and_teacher_and_report_metrics():
         "w_pred",
     ):
         assert k in m and math.isfinite(m[k])
-    assert any(not torch.equal(a, b) for a, b in zip(s0, t.core.student.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(tea0, t.core.teacher.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(s0, t.core.student.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(tea0, t.core.teacher.parameters(), strict=True))
 
 
 def test_nonfinite_loss_is_skipped_counted_and_stops_the_run():
@@ -78,7 +78,7 @@ def test_nonfinite_loss_is_skipped_counted_and_stops_the_run():
     before = [p.clone() for p in t.core.parameters()]
     m = t.train_step([bad])
     assert m["step_skipped"] == 1 and t.skipped_steps == 1
-    assert all(torch.equal(a, b) for a, b in zip(before, t.core.parameters()))  # nothing moved
+    assert all(torch.equal(a, b) for a, b in zip(before, t.core.parameters(), strict=True))  # nothing moved
     t.train_step([_batch(t.cfg)])
     assert t.consecutive_nonfinite == 0 and t.skipped_steps == 1
     t.train_step([bad])
@@ -106,7 +106,9 @@ def test_export_writes_the_encoder_train_export_encoder_names(tmp_path, which):
     t = _trainer()
     t.cfg.train.export_encoder = which
     t.train_step([_batch(t.cfg)])  # after a step the EMA teacher and the student differ
-    assert any(not torch.equal(a, b) for a, b in zip(t.core.student.parameters(), t.core.teacher.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(t.core.student.parameters(), t.core.teacher.parameters(), strict=True)
+    )
     export_trained_encoder(tmp_path / "export.pt", t.core, t.cfg, {"step": t.step})
     assert torch.load(tmp_path / "export.pt", weights_only=True)["extra"] == {"step": 1, "encoder": which}
     save_training_state(tmp_path / "state.pt", t)

@@ -152,7 +152,7 @@ def test_random_init_baseline_uses_the_same_architecture(env):
     assert model_cfg.embed_dim == 16 and type(enc) is type(trained)
     assert {k: v.shape for k, v in enc.state_dict().items()} == {k: v.shape for k, v in trained.state_dict().items()}
     again, _ = load_job_encoder(job(env, "m-eurosat", encoder="random-init"))
-    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), again.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), again.state_dict().values(), strict=True))
     assert_ok(run_job(job(env, "m-eurosat", encoder="random-init")))
 
 
@@ -165,8 +165,9 @@ def test_random_init_seed_null_draws_one_random_encoder_per_seed(env):
         for seed in (0, 1)
     }
     fixed = load_job_encoder(job(env, "m-eurosat", seed=1, encoder="random-init"))[0].state_dict()
-    assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), fixed.values()))  # seed 0 == fixed seed 0
-    assert not all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
+    # seed 0 == fixed seed 0
+    assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), fixed.values(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values(), strict=True))
     with pytest.raises(Exception, match="run.random_init_seed"):
         eval_config_from_dict({"run": {"random_init_seed": -1}})
 

@@ -28,7 +28,7 @@ def _value_and_grads(backend: str, angles, weights):
     f = swap_test_fidelity(*angles, backend=backend)
     grads = torch.autograd.grad((f * weights).sum(), angles, allow_unused=True)
     # PennyLane leaves an empty predictor (L_pred = 0) out of the graph
-    return f.detach(), [torch.zeros_like(a) if g is None else g for a, g in zip(angles, grads)]
+    return f.detach(), [torch.zeros_like(a) if g is None else g for a, g in zip(angles, grads, strict=True)]
 
 
 @pytest.mark.parametrize("l_enc,l_pred", [(2, 1), (1, 0), (2, 2)])
@@ -39,7 +39,7 @@ def test_statevector_equals_pennylane_adjoint(l_enc, l_pred):
     f_pl, g_pl = _value_and_grads("pennylane", angles, weights)
     assert f_sv.dtype == torch.float64 and f_sv.shape == (3,)
     assert (f_sv - f_pl).abs().max() < 1e-10
-    for name, a, b in zip(("student", "teacher", "predictor"), g_sv, g_pl):
+    for name, a, b in zip(("student", "teacher", "predictor"), g_sv, g_pl, strict=True):
         assert a.shape == b.shape, name
         assert _maxdiff(a, b) < 1e-10, name
     # random angles and a real signal: not a trivially constant case
@@ -53,7 +53,7 @@ def test_statevector_equals_pennylane_broadcast():
     f_sv, g_sv = _value_and_grads("statevector", angles, weights)
     f_bc, g_bc = _value_and_grads("pennylane_broadcast", angles, weights)
     assert (f_sv - f_bc).abs().max() < 1e-10
-    for a, b in zip(g_sv, g_bc):
+    for a, b in zip(g_sv, g_bc, strict=True):
         assert (a - b).abs().max() < 1e-10
 
 
@@ -90,7 +90,7 @@ def test_interleaved_calls_keep_their_own_values_and_gradients():
     ga = torch.autograd.grad(fa.sum() + fb.sum(), a + b)
     for (f_ref, g_ref), f, g in ((ref[0], fa, ga[:3]), (ref[1], fb, ga[3:])):
         assert torch.equal(f.detach(), f_ref)
-        assert all(torch.allclose(x, y, rtol=0, atol=1e-14) for x, y in zip(g, g_ref))
+        assert all(torch.allclose(x, y, rtol=0, atol=1e-14) for x, y in zip(g, g_ref, strict=True))
 
 
 def test_threads_do_not_share_scratch_buffers():
@@ -141,7 +141,7 @@ def test_ry_only_closed_form():
     assert (f - closed).abs().max() < 1e-12
     g_f = torch.autograd.grad(f.sum(), (student, teacher, predictor), retain_graph=True)
     g_c = torch.autograd.grad(closed.sum(), (student, teacher, predictor))
-    for x, y in zip(g_f, g_c):
+    for x, y in zip(g_f, g_c, strict=True):
         assert (x - y).abs().max() < 1e-12
     assert closed.std() > 0.05  # the check spans a range of fidelities
 
@@ -153,7 +153,7 @@ def test_float32_matches_float64():
     f32, g32 = _value_and_grads("statevector", angles32, torch.ones(64))
     assert f32.dtype == torch.float32 and all(g.dtype == torch.float32 for g in g32)
     assert (f32.double() - f64).abs().max() < 1e-5
-    for a, b in zip(g32, g64):
+    for a, b in zip(g32, g64, strict=True):
         assert (a.double() - b).abs().max() < 1e-4
 
 
@@ -184,7 +184,7 @@ def test_cuda_matches_cpu():
     f, g = _value_and_grads("statevector", angles_cuda, torch.ones(32, dtype=torch.float64, device="cuda"))
     assert f.device.type == "cuda"
     assert (f.cpu() - f_cpu).abs().max() < 1e-12
-    for a, b in zip(g, g_cpu):
+    for a, b in zip(g, g_cpu, strict=True):
         assert (a.cpu() - b).abs().max() < 1e-12
 
 
@@ -204,5 +204,5 @@ def test_pennylane_device_is_configurable():
     assert (f_sv - f_lq).abs().max() < 1e-8
     g_sv = torch.autograd.grad(f_sv.sum(), angles)
     g_lq = torch.autograd.grad(f_lq.sum(), angles)
-    for a, b in zip(g_sv, g_lq):
+    for a, b in zip(g_sv, g_lq, strict=True):
         assert _maxdiff(a, b) < 1e-8

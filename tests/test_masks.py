@@ -1,4 +1,4 @@
-"""Multiblock masking statistics over thousands of draws (DESIGN.md step 1)."""
+"""Multiblock masking statistics over thousands of draws (I-JEPA multiblock: 4 target blocks, one context block)."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def draws():
 
 
 def _sets(idx, valid):
-    return [set(i[v].tolist()) for i, v in zip(idx, valid)]
+    return [set(i[v].tolist()) for i, v in zip(idx, valid, strict=True)]
 
 
 def test_every_cell_can_be_a_target_and_context(draws):
@@ -78,7 +78,7 @@ def test_scale_and_aspect_are_independent_draws():
     h, w = draw_block_shapes(np.random.default_rng(1), (20000,), 64, (0.15, 0.2), (0.75, 1.5))
     assert abs(np.corrcoef(h * w, np.log(h / w))[0, 1]) < 0.05
     h, w = draw_block_shapes(np.random.default_rng(1), (20000,), GRID, (0.15, 0.2), (0.75, 1.5))
-    assert {(4, 6), (5, 5), (6, 4)} <= set(zip(h.tolist(), w.tolist()))
+    assert {(4, 6), (5, 5), (6, 4)} <= set(zip(h.tolist(), w.tolist(), strict=True))
 
 
 def test_min_keep_impossible_is_a_clear_error():

@@ -129,14 +129,14 @@ def test_gradnorm_balances_every_term_on_the_student_context_tokens():
 
 def test_teacher_starts_equal_and_follows_ema():
     model = HQJEPA(_cfg())
-    for s, t in zip(model.student.parameters(), model.teacher.parameters()):
+    for s, t in zip(model.student.parameters(), model.teacher.parameters(), strict=True):
         assert torch.equal(s, t)
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(1.0)
     before = [t.clone() for t in model.teacher.parameters()]
     model.update_teacher(0.75)
-    for b, s, t in zip(before, model.student.parameters(), model.teacher.parameters()):
+    for b, s, t in zip(before, model.student.parameters(), model.teacher.parameters(), strict=True):
         assert torch.allclose(t, 0.75 * b + 0.25 * s)
 
 

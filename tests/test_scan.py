@@ -52,8 +52,8 @@ def test_scan_matches_sequential_float64(L, use, softplus):
     y_ref, g_ref, names = _run(selective_scan_sequential, ins, use, softplus)
     y, g, _ = _run(selective_scan, ins, use, softplus)
     torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
-    for name, a, b in zip(names, g, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=lambda m: f"grad {name}: {m}")
+    for name, a, b in zip(names, g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_scan_chunking_and_batch_blocks_do_not_change_results(L, chunk, block):
     y_ref, g_ref, _ = _run(selective_scan_sequential, ins, use, True)
     y, g, _ = _run(selective_scan, ins, use, True, chunk_size=chunk, block_elems=block)
     torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
@@ -81,7 +81,7 @@ def test_scan_grouped_and_time_invariant_B_C(form):
     y_ref, g_ref, _ = _run(selective_scan_sequential, ins, use, True)
     y, g, _ = _run(selective_scan, ins, use, True, chunk_size=4)
     torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 

@@ -140,7 +140,12 @@ def rows_to_table(rows: Sequence[Mapping]):
     cols["labels19"] = pa.FixedSizeListArray.from_arrays(pa.array(l19.reshape(-1)), len(LABELS19))
     has43 = [r.get("labels43") is not None for r in rows]
     l43 = (
-        np.stack([np.asarray(r["labels43"], np.uint8) if h else np.zeros(43, np.uint8) for r, h in zip(rows, has43)])
+        np.stack(
+            [
+                np.asarray(r["labels43"], np.uint8) if h else np.zeros(43, np.uint8)
+                for r, h in zip(rows, has43, strict=True)
+            ]
+        )
         if rows
         else np.zeros((0, 43), np.uint8)
     )

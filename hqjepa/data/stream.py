@@ -70,7 +70,7 @@ def decode_block(
         by_size: dict[int, list[int]] = {}
         for i, band in enumerate(S2_BANDS):
             by_size.setdefault(native_size_px(band), []).append(i)
-        for n, idx in by_size.items():  # one interpolate call per native grid (10 / 20 / 60 m)
+        for idx in by_size.values():  # one interpolate call per native grid (10 / 20 / 60 m)
             block = np.stack([_band_block(table, S2_BANDS[i]) for i in idx], axis=1)
             s2[:, idx] = resample_array(block, size_px)
         s1 = torch.from_numpy(np.stack([_band_block(table, band) for band in S1_BANDS], axis=1).astype(np.float32))

@@ -67,7 +67,7 @@ def resample_to(
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for name, arr in bands.items():
         by_shape.setdefault(tuple(np.shape(arr)), []).append(name)
-    for shape, names in by_shape.items():
+    for names in by_shape.values():
         stacked = torch.stack([_tensor(bands[n]) for n in names], dim=-3)
         res = resample_array(stacked, size_px).numpy()
         for i, n in enumerate(names):
@@ -92,7 +92,9 @@ class BandStats:
             raise KeyError(f"band statistics lack {missing}; they cover {sorted(self.mean)}")
         std = np.array([self.std[b] for b in bands], np.float32)
         if np.any(~np.isfinite(std)) or np.any(std <= 0):
-            raise ValueError(f"band standard deviations must be positive and finite: {dict(zip(bands, std))}")
+            raise ValueError(
+                f"band standard deviations must be positive and finite: {dict(zip(bands, std, strict=True))}"
+            )
         return np.array([self.mean[b] for b in bands], np.float32), std
 
     def to_dict(self) -> dict[str, dict[str, float]]:

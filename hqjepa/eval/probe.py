@@ -16,6 +16,7 @@ Scores are GeoBench's metrics in percent (`metrics`). Model selection never look
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,8 +128,8 @@ def linear_probe(
         head.norm.fit(train_x)
         head = head.to(device)
         opt = torch.optim.AdamW(head.linear.parameters(), lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(len(train_x) / batch_size)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, epochs * steps_per_epoch))
+        total_steps = epochs * math.ceil(len(train_x) / batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_cosine, total=total_steps))
         gen = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             head.train()

@@ -274,7 +274,7 @@ def _mixed(rng: np.random.Generator, n: int, size: int, parts: Sequence[dict]) -
     Returns the batches concatenated (as a list of scenes by index) and the permutation used.
     """
     counts = [n // len(parts) + (1 if i < n % len(parts) else 0) for i in range(len(parts))]
-    batches = [render_batch(rng, c, size, **p) for c, p in zip(counts, parts) if c > 0]
+    batches = [render_batch(rng, c, size, **p) for c, p in zip(counts, parts, strict=True) if c > 0]
     land = np.concatenate([b.landcover for b in batches])
     s2 = {k: np.concatenate([b.s2[k] for b in batches]) for k in batches[0].s2}
     s1 = {k: np.concatenate([b.s1[k] for b in batches]) for k in batches[0].s1}
@@ -382,7 +382,13 @@ def _bands(task: str, batch: SceneBatch, i: int, size: int, rng: np.random.Gener
     for info in spec["bands_info"]:
         if isinstance(info, Sentinel1):
             if s1 is None:
-                s1 = dict(zip([b.name for b in SENTINEL1_8], _s1_components(batch.s1["VV"][i], batch.s1["VH"][i], rng)))
+                s1 = dict(
+                    zip(
+                        [b.name for b in SENTINEL1_8],
+                        _s1_components(batch.s1["VV"][i], batch.s1["VH"][i], rng),
+                        strict=True,
+                    )
+                )
             data = s1[info.name]
         elif isinstance(info, CloudProbability):
             data = rng.integers(0, 11, size=(size, size)).astype(np.float64)

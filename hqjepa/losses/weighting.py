@@ -73,9 +73,9 @@ class LossWeighting(nn.Module):
             s = self.log_vars.detach().clamp(S_MIN, S_MAX)
             return {n: float(torch.exp(-s[i])) for i, n in enumerate(self.names)}
         if self.scheme == "dwa":
-            return {n: float(w) for n, w in zip(self.names, self._dwa_weights())}
+            return {n: float(w) for n, w in zip(self.names, self._dwa_weights(), strict=True)}
         if self.scheme == "gradnorm":
-            return {n: float(w) for n, w in zip(self.names, self._gradnorm_weights())}
+            return {n: float(w) for n, w in zip(self.names, self._gradnorm_weights(), strict=True)}
         return dict(self.base)
 
     def _gradnorm_weights(self) -> torch.Tensor:
@@ -120,7 +120,7 @@ class LossWeighting(nn.Module):
             return (self.base_w.to(values.device) * values).sum()
         if self.scheme == "uncertainty":
             s = self.log_vars.clamp(S_MIN, S_MAX)
-            self.applied = dict(zip(self.names, torch.exp(-s.detach()).tolist()))
+            self.applied = dict(zip(self.names, torch.exp(-s.detach()).tolist(), strict=True))
             return (torch.exp(-s) * values + s).sum()
         if self.scheme == "gradnorm":
             if self.needs_shared:
@@ -128,10 +128,10 @@ class LossWeighting(nn.Module):
                     raise ValueError("gradnorm weighting needs the shared representation while training")
                 self._measure([terms[n] for n in self.names], shared)
             w = self._gradnorm_weights().to(values.device)
-            self.applied = dict(zip(self.names, w.tolist()))
+            self.applied = dict(zip(self.names, w.tolist(), strict=True))
             return (w * values).sum()
         w = self._dwa_weights().to(values.device)
-        self.applied = dict(zip(self.names, w.tolist()))
+        self.applied = dict(zip(self.names, w.tolist(), strict=True))
         if self.training:
             with torch.no_grad():
                 v = values.detach()

@@ -38,7 +38,7 @@ def swap_test_circuit(student, teacher, predictor):
     register_layers(predictor, STUDENT_WIRES)
     register_layers(teacher, TEACHER_WIRES)
     qml.Hadamard(wires=ANCILLA)
-    for s_wire, t_wire in zip(STUDENT_WIRES, TEACHER_WIRES):
+    for s_wire, t_wire in zip(STUDENT_WIRES, TEACHER_WIRES, strict=True):
         qml.CSWAP(wires=[ANCILLA, s_wire, t_wire])
     qml.Hadamard(wires=ANCILLA)
     return qml.expval(qml.PauliZ(ANCILLA))

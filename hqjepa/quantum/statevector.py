@@ -99,7 +99,7 @@ def _rotate(psi: Tensor, c: Tensor, s: Tensor, transpose: bool = False) -> Tenso
     sign = 1.0 if transpose else -1.0  # sign of the s x1 term in the bit-0 output
     # ping-pong between two workspace buffers; with 5 qubits the result lands in "rot_a"
     slots = ("rot_a", "rot_b") if N_QUBITS % 2 else ("rot_b", "rot_a")
-    for c_q, s_q, q in zip(c.unbind(), s.unbind(), range(N_QUBITS)):
+    for c_q, s_q, q in zip(c.unbind(), s.unbind(), range(N_QUBITS), strict=True):
         x0, x1 = _qubit_view(psi, q).unbind(-3)
         out = _work.get(slots[q % 2], tuple(psi.shape), psi)
         o0, o1 = _qubit_view(out, q).unbind(-3)

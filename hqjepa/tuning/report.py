@@ -185,7 +185,8 @@ def plot_params(
     n_rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False, constrained_layout=True)
     log_keys = set(log_keys)
-    for ax, (label, key, how) in zip(axes.flat, panels):
+    # the grid can hold more axes than panels: the spare ones are switched off below
+    for ax, (label, key, how) in zip(axes.flat, panels, strict=False):
         shown = [
             r for r in scored if key in r.get("values", {}) and (not one_at_a_time or r.get("factor") in (None, key))
         ]
@@ -203,7 +204,7 @@ def plot_params(
             xs = [r["values"][key] if how == "numeric" else r["values"][key][how] for r in shown]
             if key in log_keys:
                 ax.set_xscale("log")
-        for x, r in zip(xs, shown):
+        for x, r in zip(xs, shown, strict=True):
             full = r["status"] == "complete"
             ax.plot(x, r["metric"], "o", ms=7, mfc="C0" if full else "none", mec="C0")
             if best is not None and r is best:
@@ -241,7 +242,7 @@ def plot_history(
         if running is not None:
             line.append((r["number"], running))
     if line:
-        ax.step(*zip(*line), where="post", color="C1", label="best so far (every round run)")
+        ax.step(*zip(*line, strict=True), where="post", color="C1", label="best so far (every round run)")
         ax.legend(fontsize=8)
     if best is not None:
         ax.plot(best["number"], best["metric"], "*", ms=16, color="C3")

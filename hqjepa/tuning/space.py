@@ -474,7 +474,7 @@ def _check_jointly(check: _Checker, params: list[Param]) -> None:
     if len(params) < 2 or math.prod(len(c) for c in candidates) > MAX_JOINT_CHECKS:
         return
     for combo in itertools.product(*candidates):
-        overrides = {p.key: v for p, v in zip(params, combo)}
+        overrides = {p.key: v for p, v in zip(params, combo, strict=True)}
         check.allowed(
             "params", overrides, "the combination " + ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
         )

@@ -98,17 +98,15 @@ def evaluate_export(
     seeds = eval_config_from_dict(eval_config).run.seeds
     out: dict[str, float] = {}
     for task, protocol in metrics:
-
-        def job(seed: int) -> EvalJob:
-            return EvalJob(
-                task, protocol, seed, "checkpoint", str(export), str(benchmark_dir), eval_config, device=device
-            )
-
+        jobs = [
+            EvalJob(task, protocol, seed, "checkpoint", str(export), str(benchmark_dir), eval_config, device=device)
+            for seed in seeds
+        ]
         if protocol == "linear":
-            features = run_extract(job(seeds[0]))
-            records = [run_linear(job(seed), features) for seed in seeds]
+            features = run_extract(jobs[0])
+            records = [run_linear(job, features) for job in jobs]
         else:
-            records = [run_finetune(job(seed)) for seed in seeds]
+            records = [run_finetune(job) for job in jobs]
         failed = [r for r in records if r.get("status") != "ok"]
         if failed:
             raise RuntimeError(f"evaluation failed: {failed[0]['error']}")
