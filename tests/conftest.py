@@ -1,4 +1,5 @@
-"""Shared fixtures. One local Ray instance per test session (RAY-NOTES §7)."""
+"""Shared fixtures. One local Ray instance per test session: `ray.init` costs 2-3 s and `ray.shutdown` over 1 s,
+too much to pay per test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""cluster/*.yaml pass `ray up`'s own offline checks and keep the cluster closed (RAY-NOTES §6)."""
+"""cluster/*.yaml pass `ray up`'s own offline checks (`prepare_config`, `validate_config`: schema and node-type
+sanity, no cloud credentials needed) and keep the cluster closed."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The library never imports Ray (DESIGN.md: `hqjepa/` is plain PyTorch; `ray_jobs/` wires it to Ray)."""
+"""The library never imports Ray (`hqjepa/` is plain PyTorch; `ray_jobs/` wires it to Ray), and the top-level layout."""
 
 import ast
 import subprocess

@@ -1,5 +1,5 @@
 """ray_jobs/pretrain.py end to end on a local Ray: 2 CPU workers on synthetic shards, checkpoints,
-resume, and recovery from a worker killed by the fault-injection hook (issue 5)."""
+resume, and recovery from a worker killed by the fault-injection hook."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The outputs of a search (issue 7): trial table (CSV, markdown), plots, and the best config as a YAML
+"""The outputs of a search: trial table (CSV, markdown), plots, and the best config as a YAML
 that load_config reads; the best trial is chosen among trials that ran every round."""
 
 from __future__ import annotations

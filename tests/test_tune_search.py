@@ -1,4 +1,4 @@
-"""ray_jobs/tune.py end to end (issue 7): a 3-trial Optuna/ASHA search over tune_spaces/masking.yaml on
+"""ray_jobs/tune.py end to end: a 3-trial Optuna/ASHA search over tune_spaces/masking.yaml on
 synthetic pairs, probed on a small synthetic m-eurosat, interrupted with SIGINT after its first trial
 finished, then resumed with --resume: it completes, finished trials are not re-run, the Optuna study
 holds exactly the three trials, and the best config loads."""

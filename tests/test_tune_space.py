@@ -1,4 +1,4 @@
-"""Search spaces (issue 7): the shipped YAML files, Optuna drawing from them, and every invalid space
+"""Search spaces: the shipped YAML files, Optuna drawing from them, and every invalid space
 refused with its message before Ray starts (no Ray needed for any test here)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FQS: the 11-qubit SWAP-test fidelity between student and teacher states (DESIGN.md).
+"""FQS: the 11-qubit SWAP-test fidelity between student and teacher states, as the HQ-JEPA paper defines it.
 
 - `swap_test_fidelity` (fidelity.py): F per sample from angle tensors, backend "statevector"
   (exact batched PyTorch simulation, statevector.py) or "pennylane" / "pennylane_broadcast"

@@ -1,4 +1,4 @@
-"""The FQS circuit as PennyLane operations: wires, layer order and the SWAP test (DESIGN.md).
+"""The FQS circuit of the HQ-JEPA paper as PennyLane operations: wires, layer order and the SWAP test.
 
 Wires: 0 = ancilla, 1..5 = student register, 6..10 = teacher register, all starting in |0>.
 One layer on a register (qubits q = 0..4, angles a[q] = (RY, RZ, ZZ)):
