@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,29 @@ from hqjepa.bands import S1_BANDS, S2_BANDS
 
 class ConfigError(ValueError):
     """A config value that cannot be used; the message names the dotted key and the allowed values."""
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader reading numbers as people write them: `1e-3`, `5e-4` and `2E5` are floats.
+
+    PyYAML implements YAML 1.1, whose float syntax needs a dot and a signed exponent (`1.0e-3`), so
+    it reads `1e-3` as the string '1e-3'; YAML 1.2 and every other parser read a number. `.5` was
+    already a float. Used for config files, `--set` overrides, eval overrides and search spaces.
+    """
+
+
+# Copy the resolver table before adding to it: SafeLoader's own table stays untouched.
+YAMLLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with `YAMLLoader` (safe; exponent floats without a dot are numbers)."""
+    return yaml.load(text, Loader=YAMLLoader)  # safe: YAMLLoader is a SafeLoader
 
 
 # --- range metadata -------------------------------------------------------------------------------
@@ -117,10 +141,12 @@ class ModelConfig:
 
     @property
     def grid(self) -> int:
+        """Patches per side: image_size / patch_size."""
         return self.image_size // self.patch_size
 
     @property
     def n_mamba(self) -> int:
+        """Mamba blocks at the start of the encoder (`mamba_layers`, default the first half)."""
         return self.depth // 2 if self.mamba_layers is None else self.mamba_layers
 
 
@@ -242,6 +268,8 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A whole run's configuration: one checked dataclass per section."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -250,6 +278,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
+        """Plain data (tuples as lists), as a YAML file holds it; `config_from_dict` inverts it."""
         return _to_plain(dataclasses.asdict(self))
 
 
@@ -305,7 +334,7 @@ def _coerce(key: str, value: Any, tp: Any, meta: dict) -> Any:
             if len(value) != len(args):
                 raise ConfigError(f"{key} = {value!r}: must be a {_type_name(tp)}")
             item_types = list(args)
-        out = tuple(_coerce(f"{key}[{i}]", v, t, meta) for i, (v, t) in enumerate(zip(value, item_types)))
+        out = tuple(_coerce(f"{key}[{i}]", v, t, meta) for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
         if meta.get("pair") and out[0] > out[1]:
             raise ConfigError(f"{key} = {list(out)!r}: must be a [low, high] pair with low <= high")
         return out
@@ -400,7 +429,7 @@ def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError)
     """The parsed YAML of `path`; a missing file or bad YAML raises `error` naming `what` and the path."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml_load(path.read_text())
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist") from None
     except yaml.YAMLError as e:
@@ -429,8 +458,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ConfigError(f"override {text!r}: expected section.key=value")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), yaml_load(value)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write `cfg` as a YAML file that `load_config` reads back to an equal Config."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -37,13 +37,19 @@ import yaml
 
 from hqjepa.config import ConfigError
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
-from hqjepa.eval.geobench import parse_tasks, resolve_benchmark_dir
+from hqjepa.eval.default_benchmark import benchmark_or_default
+from hqjepa.eval.geobench import parse_tasks
 from hqjepa.eval.report import write_report
 from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune, run_linear
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 
 
 def build_config(args: argparse.Namespace) -> dict:
+    """The checked eval config: the YAML file, then --set and --seeds; bad options raise ConfigError."""
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: must be >= 1")
+    if not 0 < args.gpu_fraction <= 1:
+        raise ConfigError(f"--gpu-fraction {args.gpu_fraction}: must be in (0, 1]")
     raw = apply_eval_overrides(load_eval_config(args.eval_config).to_dict(), args.set)
     if args.seeds is not None:
         raw["run"]["seeds"] = list(range(args.seeds))
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [p for p in protocols if p not in PROTOCOLS]
         if bad or not protocols:
             raise ValueError(f"--protocol {args.protocol}: choose from {', '.join(PROTOCOLS)}")
-        bench = resolve_benchmark_dir(args.benchmark_dir)
+        bench = benchmark_or_default(args.benchmark_dir, args.cache_dir, announce=lambda m: print(f"evaluate: {m}"))
     except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -135,7 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocol", default="linear,finetune", help="comma list of: linear, finetune")
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: run.seeds of the eval config)")
     p.add_argument("--baseline", choices=("none", "random-init"), default="none")
-    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
+    p.add_argument(
+        "--benchmark-dir",
+        default=None,
+        help="GeoBench root (default: $GEO_BENCH_DIR, else a small synthetic GeoBench written once under --cache-dir)",
+    )
+    p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where the embedded benchmark is cached")
     p.add_argument("--out", default="runs/geobench", help="where results.json, table.md, results.png go")
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
     p.add_argument("--config", default=None, help="model config the checkpoint must match (and random-init uses)")

@@ -51,9 +51,18 @@ import ray
 import yaml
 from ray import tune
 
-from hqjepa.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_override
+from hqjepa.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_override,
+    yaml_load,
+)
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
-from hqjepa.eval.geobench import TASKS, resolve_benchmark_dir
+from hqjepa.eval.default_benchmark import benchmark_or_default
+from hqjepa.eval.geobench import TASKS
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 from hqjepa.tuning.report import write_report
 from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict
@@ -195,14 +204,16 @@ def check_settings(args: argparse.Namespace) -> TuneSettings:
         raise ConfigError(f"--trial-cpus {args.trial_cpus}: must be > 0 (Ray refuses a trial of no resources)")
     metric = args.metric or space.metric or DEFAULT_METRIC
     metrics = parse_metrics(metric)
-    bench = resolve_benchmark_dir(args.benchmark_dir).resolve()
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    cache = Path(args.cache_dir).resolve()
+    bench = benchmark_or_default(args.benchmark_dir, cache, announce=lambda m: print(f"tune: {m}")).resolve()
     missing = [t for t, _ in metrics if not (bench / TASKS[t].benchmark / t).is_dir()]
     if missing:
         raise GeoBenchFormatError(f"{bench}: no task directory {TASKS[missing[0]].benchmark}/{missing[0]}")
     eval_raw = apply_eval_overrides(load_eval_config(args.eval_config).to_dict(), args.eval_set, "--eval-set")
     eval_config = eval_config_from_dict(eval_raw).to_dict()
 
-    cache = Path(args.cache_dir).resolve()
     if base.data.source == "synthetic":
         shard_dir = synthetic_shards(base, cache)  # once, before any trial
     else:
@@ -219,7 +230,7 @@ def check_settings(args: argparse.Namespace) -> TuneSettings:
         exp_dir=str(storage / name),
         space_source=space.source,
         space_file=str(Path(args.space).resolve()),
-        space=yaml_load(args.space),
+        space=read_space_file(args.space),
         config_file=str(Path(args.config).resolve()),
         base_config=base.to_dict(),
         sets=list(args.set),
@@ -248,8 +259,9 @@ def check_settings(args: argparse.Namespace) -> TuneSettings:
     )
 
 
-def yaml_load(path: str) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+def read_space_file(path: str) -> dict:
+    """The space file's YAML as plain data (kept in search.json; parsed as the config parser does)."""
+    return yaml_load(Path(path).read_text())
 
 
 def plan_resources(settings: TuneSettings) -> TuneSettings:
@@ -487,7 +499,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="asha stops poor trials between rounds (default for sampled spaces); fifo runs all (grids)",
     )
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA's reduction factor")
-    p.add_argument("--benchmark-dir", default=None, help="GeoBench root (default: $GEO_BENCH_DIR)")
+    p.add_argument(
+        "--benchmark-dir",
+        default=None,
+        help="GeoBench root (default: $GEO_BENCH_DIR, else a small synthetic GeoBench written once under --cache-dir)",
+    )
     p.add_argument("--eval-config", default=str(ROOT / "configs" / "eval.yaml"))
     p.add_argument(
         "--eval-set",
