@@ -92,6 +92,8 @@ def _load_module_state(path: Path, module: torch.nn.Module, state: dict, what: s
 
 
 def rng_state(np_rng: np.random.Generator | None = None) -> dict:
+    """Snapshot of every random generator a resumed run must restore: torch CPU (and CUDA, when present),
+    Python's `random`, and `np_rng` if given."""
     state = {
         "torch": torch.get_rng_state(),
         "python": list(random.getstate()[1]),
@@ -106,6 +108,7 @@ def rng_state(np_rng: np.random.Generator | None = None) -> dict:
 
 
 def set_rng_state(state: dict, np_rng: np.random.Generator | None = None) -> None:
+    """Restore generators from a `rng_state` snapshot (CUDA only if both the snapshot and this machine have it)."""
     torch.set_rng_state(state["torch"])
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     if "cuda" in state and torch.cuda.is_available():

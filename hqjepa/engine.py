@@ -34,6 +34,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def warmup_cosine(step: int, total: int, warmup: int, start: float, peak: float, final: float) -> float:
+    """Linear warm-up then cosine decay: start + (peak - start) t / W for t < W, then
+    final + (peak - final) (1 + cos(pi min(1, (t - W) / (T - W)))) / 2."""
     if step < warmup:
         return start + (peak - start) * step / max(warmup, 1)
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
@@ -41,11 +43,13 @@ def warmup_cosine(step: int, total: int, warmup: int, start: float, peak: float,
 
 
 def cosine(step: int, total: int, start: float, final: float) -> float:
+    """Cosine from `start` to `final` over `total` steps: final + (start - final) (1 + cos(pi min(1, t / T))) / 2."""
     progress = min(step / max(total, 1), 1.0)
     return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def linear(step: int, total: int, start: float, final: float) -> float:
+    """Linear from `start` to `final` over `total` steps, then held: start + (final - start) min(1, t / T)."""
     return start + (final - start) * min(step / max(total, 1), 1.0)
 
 
@@ -56,6 +60,8 @@ def _no_decay(name: str, p: nn.Parameter, module_no_wd: set[str]) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters in two groups: decayed weights, and norms, biases, 1-d
+    parameters, mask tokens and parameters flagged `_no_weight_decay` without decay (fused on CUDA)."""
     no_wd = {n for n, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -96,21 +102,25 @@ class Trainer:
 
     # --- schedules ---------------------------------------------------------------------------
     def lr(self, step: int | None = None) -> float:
+        """Learning rate at `step` (default: the current step): warm-up from start_lr to lr, cosine to final_lr."""
         o = self.cfg.optim
         return warmup_cosine(
             self.step if step is None else step, self.total_steps, self.warmup_steps, o.start_lr, o.lr, o.final_lr
         )
 
     def weight_decay(self, step: int | None = None) -> float:
+        """Weight decay at `step` (default: the current step): cosine from weight_decay to final_weight_decay."""
         o = self.cfg.optim
         return cosine(self.step if step is None else step, self.total_steps, o.weight_decay, o.final_weight_decay)
 
     def ema_momentum(self, step: int | None = None) -> float:
+        """Teacher EMA momentum at `step` (default: the current step): linear from ema[0] to ema[1]."""
         start, end = self.cfg.optim.ema
         return linear(self.step if step is None else step, self.total_steps, start, end)
 
     @property
     def epoch(self) -> int:
+        """The epoch the next step belongs to: step // steps_per_epoch."""
         return self.step // max(self.steps_per_epoch, 1)
 
     # --- one step ----------------------------------------------------------------------------
@@ -194,6 +204,7 @@ class Trainer:
 
     # --- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Step counters, model (student, teacher, loss weighting) and optimiser state, for resuming."""
         return {
             "step": self.step,
             "skipped_steps": self.skipped_steps,
@@ -203,6 +214,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved."""
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])

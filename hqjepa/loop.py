@@ -37,6 +37,8 @@ class FaultInjector:
         self.marker = marker
 
     def check(self, step: int) -> None:
+        """Fire the fault if `step` is the configured step and the run's marker file does not exist yet
+        (writing the marker first): raise InjectedFault, or in mode "exit" end the process with status 137."""
         if self.step is None or step != self.step:
             return
         if self.marker is not None:

@@ -64,6 +64,8 @@ def synthetic_loader(cfg: Config, epoch: int):
 
 
 def steps_per_epoch(cfg: Config, pairs: int) -> int:
+    """`train.steps_per_epoch`, or the global batches (batch_size x accumulation) `pairs` fill;
+    ValueError when that is 0."""
     global_batch = cfg.optim.batch_size * cfg.optim.accumulation
     spe = cfg.train.steps_per_epoch or pairs // global_batch
     if spe < 1:
@@ -89,6 +91,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run `python -m hqjepa.pretrain_local` (module docstring); prints a JSON summary and returns 0."""
     overrides = dict(parse_override(s) for s in args.set)
     if args.max_steps is not None:
         overrides["train.max_steps"] = args.max_steps
@@ -160,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m hqjepa.pretrain_local`."""
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--out", default="runs/local")
     p.add_argument("--max-steps", type=int, default=None)

@@ -13,6 +13,11 @@ from pathlib import Path
 
 
 class RunLog:
+    """The metrics of one run in `run_dir`: metrics.csv and, if `tensorboard`, tensorboard/ event files.
+
+    A fresh log replaces an old metrics.csv; with `resume_step` the old rows before that step are kept
+    and later rows appended (module docstring)."""
+
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,6 +45,7 @@ class RunLog:
             w.writerows(r for r in rows if int(float(r["step"])) < resume_step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one row (step and metrics) to the CSV, and each finite value to TensorBoard."""
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
         new = self.columns is None
         if new:
@@ -58,6 +64,7 @@ class RunLog:
                     self._tb.add_scalar(k, v, step)
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
         if self._tb is not None:
             self._tb.close()
 

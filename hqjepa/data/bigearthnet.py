@@ -133,10 +133,12 @@ def v2_s1_scene_folder(s1_name: str) -> str:
 
 
 def band_path(patch_dir: str | Path, patch: str, band: str) -> Path:
+    """The GeoTIFF of one band of one patch: `patch_dir/{patch}_{band}.tif`."""
     return Path(patch_dir) / f"{patch}_{band}.tif"
 
 
 def metadata_json_path(patch_dir: str | Path, patch: str) -> Path:
+    """A v1 patch's label metadata: `patch_dir/{patch}_labels_metadata.json`."""
     return Path(patch_dir) / f"{patch}_labels_metadata.json"
 
 

@@ -101,6 +101,11 @@ class MaskCollator:
         return self._rng
 
     def __call__(self, examples: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Collate examples (a list of pairs, or one dict of batched columns) with fresh masks.
+
+        With a `key` column the masks come from a generator seeded by (seed, CRC32 of the keys), so a
+        batch gets the same masks whatever order the batches are collated in; otherwise from this
+        collator's own running generator."""
         keys = examples.get("key") if isinstance(examples, Mapping) else None
         if keys is not None:  # masks keyed by the batch's rows: independent of collate call order
             digest = zlib.crc32(np.ascontiguousarray(np.asarray(keys), dtype="<i8").tobytes())

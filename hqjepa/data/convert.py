@@ -66,6 +66,9 @@ class ShardTask:
 
 @dataclass
 class ShardResult:
+    """What converting (or finding already converted) one shard gave: its file, row count, size,
+    group hash, quarantined pairs, per-split per-band moments and split counts."""
+
     index: int
     file: str
     rows: int
@@ -80,6 +83,9 @@ class ShardResult:
 
 @dataclass
 class ConversionPlan:
+    """The outcome of `plan_conversion`: the archive scan, every shard task, the shards already done
+    (hash-checked), the tasks still pending and the leftover temporary files removed."""
+
     archive: str
     out: str
     layout: str
@@ -93,6 +99,8 @@ class ConversionPlan:
 
 @dataclass
 class Summary:
+    """Totals of a finished conversion: pairs converted and quarantined, shards (all and new), bytes, seconds."""
+
     converted: int
     quarantined: int
     shards: int
@@ -102,10 +110,12 @@ class Summary:
 
     @property
     def line(self) -> str:
+        """One-line human summary: pairs converted and quarantined."""
         return f"converted {self.converted} pairs, quarantined {self.quarantined}"
 
 
 def group_hash(pairs: Iterable[PairRecord]) -> str:
+    """SHA-1 over the group's `patch_id,s1_patch_id` lines, in order: identifies the pairs a shard covers."""
     h = hashlib.sha1()
     for p in pairs:
         h.update(f"{p.patch_id},{p.s1_patch_id}\n".encode())

@@ -56,10 +56,12 @@ class ShardError(RuntimeError):
 
 
 def shard_name(index: int) -> str:
+    """File name of shard `index`: `part-{index:05d}.parquet`."""
     return f"part-{index:05d}.parquet"
 
 
 def shard_schema():
+    """The pyarrow schema of a shard (schema version 1; see the module docstring for the columns)."""
     import pyarrow as pa
 
     fields = [
@@ -82,6 +84,7 @@ def shard_schema():
 
 
 def band_dtype(band: str) -> np.dtype:
+    """Stored dtype of a band column: uint16 for S2 reflectances, float32 for S1 dB."""
     return np.dtype(np.uint16) if band in S2_BANDS else np.dtype(np.float32)
 
 
@@ -110,6 +113,7 @@ def merge_moments(a: Sequence[float], b: Sequence[float]) -> list[float]:
 
 
 def finish_moments(m: Sequence[float]) -> dict[str, float]:
+    """[n, mean, M2] -> {count, mean, std} with the population std sqrt(M2 / n) (0 when n = 0)."""
     n, mean, m2 = m
     return {"count": int(n), "mean": float(mean), "std": float(np.sqrt(m2 / n)) if n else 0.0}
 
@@ -183,6 +187,7 @@ def write_shard(path: str | Path, table, meta: Mapping, row_group_size: int = 64
 
 
 def is_temporary(name: str) -> bool:
+    """Whether a file name is a shard still being written (`.part-*.tmp-*`), never a finished shard."""
     return name.startswith(".part-") and ".tmp-" in name
 
 
@@ -193,6 +198,7 @@ def is_temporary(name: str) -> bool:
 
 
 def is_uri(location: str | Path) -> bool:
+    """Whether `location` is a filesystem URI (`scheme://...`) rather than a local path."""
     return "://" in str(location)
 
 
@@ -268,6 +274,9 @@ def find_corrupt_shards(paths: Sequence[str | Path]) -> list[ShardError]:
 
 
 def load_manifest(shard_dir: str | Path) -> dict:
+    """Read `_manifest.json` of a shard directory (path or URI).
+
+    Raises ShardError when it is missing, unreadable or of another schema version."""
     path = join(shard_dir, MANIFEST)
     try:
         fs, inner = resolve(path)
@@ -286,6 +295,7 @@ def load_manifest(shard_dir: str | Path) -> dict:
 
 
 def write_json_atomic(path: str | Path, data: object) -> None:
+    """Write `data` as JSON to a hidden temporary file beside `path`, then rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(data, indent=1) + "\n")

@@ -230,6 +230,7 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `hqjepa synth-bigearthnet`: output directory, pair count, layout, seed, classes per scene."""
     parser.add_argument("out", help="output directory (created; must be empty)")
     parser.add_argument("--pairs", type=int, required=True, help="number of S1/S2 pairs")
     parser.add_argument(
@@ -243,6 +244,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Write a synthetic archive as `configure_parser` describes; exit status 0, or 2 with the error on stderr."""
     try:
         summary = write_archive(args.out, args.pairs, args.layout, args.seed, args.max_classes)
     except (ValueError, FileExistsError) as e:

@@ -241,6 +241,7 @@ class SceneBatch:
         return self.landcover.shape[0]
 
     def scene(self, i: int) -> Scene:
+        """Scene `i` of the batch as a `Scene` (arrays of that scene, labels by name)."""
         return Scene(
             landcover=self.landcover[i],
             s2={b: a[i] for b, a in self.s2.items()},

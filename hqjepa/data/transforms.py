@@ -98,10 +98,12 @@ class BandStats:
         return np.array([self.mean[b] for b in bands], np.float32), std
 
     def to_dict(self) -> dict[str, dict[str, float]]:
+        """{band: {mean, std}} as plain floats (the manifest's form)."""
         return {b: {"mean": float(self.mean[b]), "std": float(self.std[b])} for b in self.mean}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Mapping[str, float]]) -> BandStats:
+        """Inverse of `to_dict`."""
         return cls(mean={b: float(v["mean"]) for b, v in d.items()}, std={b: float(v["std"]) for b, v in d.items()})
 
 

@@ -56,6 +56,7 @@ class BandMapping:
 
     @property
     def missing(self) -> tuple[str, ...]:
+        """Encoder bands the task lacks (source None), in encoder order."""
         return tuple(b for b in self.target if self.source[b] is None)
 
 

@@ -20,6 +20,9 @@ from hqjepa.eval.geobench import TASKS
 
 @dataclass
 class RunSection:
+    """Which runs an evaluation makes and how it reads the tasks: seeds, partition, missing bands,
+    the random-init baseline's seed, input sizes, sample limit, DataLoader workers."""
+
     seeds: tuple[int, ...] = _f((0, 1, 2), lo=0, doc="one run per seed; mean +- std reported")
     partition: str = _f("default", doc="GeoBench partition file <name>_partition.json")
     max_missing_bands: int = _f(2, lo=0, doc="encoder bands a task may lack (filled with the band mean)")
@@ -65,6 +68,9 @@ class FinetuneSection:
 
 @dataclass
 class EvalConfig:
+    """A whole evaluation config: the run, linear and finetune sections, and per-task overrides of the
+    linear / finetune sections (`tasks: {task: {linear: {...}, finetune: {...}}}`)."""
+
     run: RunSection = field(default_factory=RunSection)
     linear: LinearSection = field(default_factory=LinearSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
@@ -82,6 +88,8 @@ class EvalConfig:
         return eval_config_from_dict(raw)
 
     def to_dict(self) -> dict:
+        """The config as plain dicts and lists (tuples become lists), as YAML and `eval_config_from_dict` take it."""
+
         def plain(o: Any) -> Any:
             if isinstance(o, dict):
                 return {k: plain(v) for k, v in o.items()}
@@ -96,6 +104,10 @@ _SECTIONS = {"run": RunSection, "linear": LinearSection, "finetune": FinetuneSec
 
 
 def eval_config_from_dict(raw: Any) -> EvalConfig:
+    """Build and check an EvalConfig from a raw mapping (None: every default).
+
+    Unknown sections, keys, tasks and out-of-range values raise ConfigError; run.seeds and
+    linear.lrs are taken as sets and sorted; each task override is checked on its merged section."""
     raw = copy.deepcopy(raw or {})
     if not isinstance(raw, dict):
         raise ConfigError(f"eval config must be a mapping of sections ({', '.join(_SECTIONS)}, tasks)")
@@ -124,6 +136,7 @@ def eval_config_from_dict(raw: Any) -> EvalConfig:
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:
+    """`eval_config_from_dict` of a YAML file."""
     return eval_config_from_dict(read_yaml(path, "eval config"))
 
 

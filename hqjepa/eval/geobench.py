@@ -159,6 +159,8 @@ class GeoBenchTask:
         return sorted(p.name[: -len("_partition.json")] for p in self.dir.glob("*_partition.json"))
 
     def partition(self, name: str = "default") -> dict[str, list[str]]:
+        """The named partition file as {train, valid, test: [sample names]}; GeoBenchFormatError when it
+        is missing, not JSON, or has other keys."""
         path = self.dir / f"{name}_partition.json"
         if not path.is_file():
             raise self._error(f"partition {path.name} is missing (present: {', '.join(self.partitions()) or 'none'})")
@@ -172,6 +174,7 @@ class GeoBenchTask:
         return {k: list(data.get(k, [])) for k in SPLITS}
 
     def split(self, split: str, partition: str = "default") -> list[str]:
+        """Sample names of one split (train / valid / test) of a partition."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return self.partition(partition)[split]
@@ -204,6 +207,7 @@ class GeoBenchTask:
     # --- samples --------------------------------------------------------------------------------
 
     def sample_path(self, sample_name: str) -> Path:
+        """The HDF5 file of one sample: `<task dir>/<sample_name>.hdf5`."""
         return self.dir / f"{sample_name}.hdf5"
 
     def read_sample(self, sample_name: str, bands: Sequence[str] | None = None) -> Sample:

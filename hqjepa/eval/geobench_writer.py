@@ -81,12 +81,14 @@ def write_sample(task_dir: str | Path, sample_name: str, bands: Sequence[BandArr
 
 
 def write_task_specs(task_dir: str | Path, specs: TaskSpecifications) -> Path:
+    """Write `task_specs.pkl` (stand-ins pickled under geobench's class names); returns its path."""
     path = Path(task_dir) / "task_specs.pkl"
     path.write_bytes(dumps_geobench(specs, protocol=4))
     return path
 
 
 def write_partition(task_dir: str | Path, name: str, partition: Mapping[str, Sequence[str]]) -> Path:
+    """Write `<name>_partition.json` ({split: [sample names]}); returns its path."""
     path = Path(task_dir) / f"{name}_partition.json"
     with open(path, "w") as fd:
         json.dump({k: list(v) for k, v in partition.items()}, fd, indent=2)
@@ -120,16 +122,19 @@ class StatsAccumulator:
     values: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def add(self, name: str, data: Any) -> None:
+        """Keep a random subset of at most `per_image` values of one band of one image."""
         flat = np.asarray(data).ravel()
         if flat.size > self.per_image:
             flat = self.rng.choice(flat, size=self.per_image, replace=False)
         self.values.setdefault(name, []).append(flat)
 
     def stats(self) -> dict[str, dict[str, float]]:
+        """`band_statistics` of every band over all values kept."""
         return {k: band_statistics(np.hstack(v)) for k, v in self.values.items()}
 
 
 def write_band_stats(task_dir: str | Path, stats: Mapping[str, Mapping[str, float]]) -> Path:
+    """Write `band_stats.json` ({band: statistics}, as geobench lays it out); returns its path."""
     path = Path(task_dir) / "band_stats.json"
     with open(path, "w", encoding="utf8") as fp:
         json.dump({k: dict(v) for k, v in stats.items()}, fp, indent=4, sort_keys=True)

@@ -28,12 +28,14 @@ class FeatureNorm(nn.Module):
 
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> FeatureNorm:
+        """Set mu and sigma (clamped >= 1e-6) per dimension from features [..., D]; returns self."""
         flat = features.reshape(-1, features.shape[-1]).float()
         self.mu.copy_(flat.mean(0))
         self.sigma.copy_(flat.std(0).clamp_min(1e-6))
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., D] -> (z - mu) / sigma, same shape."""
         return (z - self.mu) / self.sigma
 
 
@@ -46,6 +48,7 @@ class PooledLinearHead(nn.Module):
         self.linear = nn.Linear(dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """tokens [B, N, D] (or pooled features [B, D]) -> logits [B, K]."""
         z = x.mean(dim=1) if x.dim() == 3 else x  # pre-pooled features [B, D] pass straight through
         return self.linear(self.norm(z))
 
@@ -59,6 +62,7 @@ class PatchLinearDecoder(nn.Module):
         self.linear = nn.Linear(dim, n_classes)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
+        """tokens [B, h*w, D] on the `grid` (h, w) -> logits [B, K, H, W] at `out_size` (H, W)."""
         b, n, _ = tokens.shape
         h, w = grid
         if h * w != n:

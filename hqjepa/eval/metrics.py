@@ -64,12 +64,17 @@ class TaskMetric:
             self._m.update(logits, target.long())
 
     def compute(self) -> float:
+        """The metric over every update so far, in percent.
+
+        Segmentation: the mean of the per-class IoU over all classes, a class absent from both
+        prediction and target counting 0."""
         value = self._m.compute()
         if self.kind == "segmentation":
             value = value.mean()  # torchmetrics 0.11.1 "macro": absent classes count as IoU 0
         return float(value) * 100.0
 
     def reset(self) -> None:
+        """Forget every update."""
         self._m.reset()
 
 

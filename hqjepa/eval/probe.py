@@ -42,6 +42,7 @@ class Features:
 
     @property
     def dim(self) -> int:
+        """Feature width D (last axis of the features)."""
         return int(next(iter(self.x.values())).shape[-1])
 
 
@@ -159,6 +160,8 @@ class EncoderWithHead(nn.Module):
         self.head = _make_head(kind, encoder.embed_dim, n_classes, norm=False)
 
     def forward(self, x: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Images x [B, C, H, W] -> logits: [B, K] for classification, [B, K, H', W'] for segmentation
+        (out_size (H', W'), default the input's H x W)."""
         tokens = self.encoder(x)
         if self.kind == "segmentation":
             return self.head(tokens, _grid(x, self.encoder.patch_size), out_size or tuple(x.shape[-2:]))

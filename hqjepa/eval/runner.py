@@ -49,9 +49,11 @@ class EvalJob:
 
     @property
     def label(self) -> str:
+        """`task / protocol / encoder / seed N`: how records and errors name the job."""
         return f"{self.task} / {self.protocol} / {self.encoder} / seed {self.seed}"
 
     def eval_config(self) -> EvalConfig:
+        """The job's EvalConfig with its task's overrides applied."""
         return eval_config_from_dict(self.config).for_task(self.task)
 
 
@@ -181,6 +183,7 @@ def run_linear(job: EvalJob, features: Features | dict[str, Any]) -> dict[str, A
 
 
 def run_finetune(job: EvalJob) -> dict[str, Any]:
+    """Fine-tune the job's encoder with a head on its task; an ok record with the scores, or an error record."""
     t0 = time.time()
     try:
         encoder, model_cfg = load_job_encoder(job)
@@ -219,4 +222,5 @@ def run_job(job: EvalJob) -> dict[str, Any]:
 
 
 def job_dict(job: EvalJob) -> dict[str, Any]:
+    """The job as a plain dict (its dataclass fields)."""
     return asdict(job)

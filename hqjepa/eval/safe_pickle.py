@@ -119,6 +119,7 @@ class Classification(LabelType):
 
     @property
     def class_names(self) -> list[str] | None:
+        """Class names, if the pickle stored them."""
         return self.__dict__.get("_class_names")
 
 
@@ -134,6 +135,7 @@ class MultiLabelClassification(LabelType):
 
     @property
     def class_names(self) -> list[str] | None:
+        """Class names (stored as `class_name`), if the pickle stored them."""
         return self.__dict__.get("class_name")
 
 
@@ -147,6 +149,7 @@ class SegmentationClasses(BandInfo, LabelType):
 
     @property
     def class_names(self) -> list[str] | None:
+        """Class names, if the pickle stored them."""
         return self.__dict__.get("_class_names")
 
 
@@ -184,15 +187,15 @@ class _OldMetric(_Record):
 
 
 class Accuracy(_OldMetric):
-    pass
+    """geobench.task.Accuracy (an old pickle's metric field; nothing reads it)."""
 
 
 class MultilabelAccuracy(_OldMetric):
-    pass
+    """geobench.task.MultilabelAccuracy (an old pickle's metric field; nothing reads it)."""
 
 
 class SegmentationAccuracy(_OldMetric):
-    pass
+    """geobench.task.SegmentationAccuracy (an old pickle's metric field; nothing reads it)."""
 
 
 class GeoTransform:
@@ -203,6 +206,7 @@ class GeoTransform:
     """
 
     def __new__(cls, *args: float) -> GeoTransform:
+        """A record of the affine coefficients, as affine < 3's namedtuple pickle calls it."""
         self = super().__new__(cls)
         self.coefficients = tuple(float(a) for a in args)
         return self
@@ -212,6 +216,7 @@ class GeoTransform:
             self.coefficients = tuple(float(state[k]) for k in "abcdefghi" if k in state)
 
     def to_affine(self) -> Any:
+        """The `affine.Affine` of the first six coefficients (imports affine)."""
         import affine
 
         return affine.Affine(*self.coefficients[:6])
@@ -228,6 +233,7 @@ class CRSRecord:
         self.params = state if isinstance(state, dict) else None
 
     def to_rasterio(self) -> Any:
+        """The `rasterio.crs.CRS` of the stored WKT or parameter dict (imports rasterio)."""
         from rasterio.crs import CRS
 
         return CRS.from_wkt(self.wkt) if self.wkt else CRS.from_dict(self.params or {})
@@ -344,6 +350,8 @@ class SafeUnpickler(pickle.Unpickler):
     """Unpickler that reconstructs only what GeoBench writes (see the module docstring)."""
 
     def find_class(self, module: str, name: str) -> Any:
+        """The stand-in, guarded numpy constructor or allowed stdlib class for (module, name);
+        UnsafePickleError for anything else."""
         key = (module, name)
         if key in _NUMPY:
             return _NUMPY[key]

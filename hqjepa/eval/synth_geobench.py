@@ -527,6 +527,7 @@ def write_benchmark(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `hqjepa synth-geobench`: output directory, samples per task, seed, tasks."""
     parser.add_argument("out", help="directory to write classification_v1.0/ and segmentation_v1.0/ into")
     parser.add_argument("--samples", type=int, default=40, help="samples per task, split 50/25/25 (default 40)")
     parser.add_argument("--seed", type=int, default=0)
@@ -534,6 +535,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Write the synthetic benchmark, printing one JSON line per task written and a summary line; returns 0."""
     from hqjepa.eval.geobench import parse_tasks
 
     written = write_benchmark(

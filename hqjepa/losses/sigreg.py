@@ -53,6 +53,9 @@ def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 class SIGReg(nn.Module):
+    """L_sig, the sliced Epps-Pulley statistic of the module docstring: `num_slices` random directions
+    per step (seeded by `seed` and the step), `knots` trapezoid knots on [0, t_max]."""
+
     def __init__(self, num_slices: int = 256, knots: int = 17, t_max: float = 3.0, seed: int = 0) -> None:
         super().__init__()
         self.num_slices = num_slices

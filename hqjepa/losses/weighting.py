@@ -42,6 +42,10 @@ GRADNORM_EMA = 0.9  # smoothing of the per-term gradient norms (one batch's norm
 
 
 class LossWeighting(nn.Module):
+    """Combines the enabled loss terms (those with a configured weight > 0) into the objective with
+    one of the schemes of the module docstring: fixed, uncertainty, dwa or gradnorm.
+    `applied` holds the weights the last forward used."""
+
     def __init__(self, scheme: str, base: dict[str, float], temperature: float = 2.0) -> None:
         super().__init__()
         if scheme not in SCHEMES:

@@ -1,0 +1,1 @@
+"""Masking: I-JEPA multiblock masks on the patch grid (`multiblock`)."""

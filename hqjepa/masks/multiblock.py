@@ -44,11 +44,13 @@ class MaskBatch:
     tgt_valid: torch.Tensor  # bool  [B, K, T]
 
     def to(self, device: torch.device | str) -> MaskBatch:
+        """The four mask tensors moved to `device` (non-blocking)."""
         return MaskBatch(
             *(t.to(device, non_blocking=True) for t in (self.ctx_idx, self.ctx_valid, self.tgt_idx, self.tgt_valid))
         )
 
     def as_dict(self) -> dict[str, torch.Tensor]:
+        """{ctx_idx, ctx_valid, tgt_idx, tgt_valid}: the keys a training batch carries them under."""
         return {
             "ctx_idx": self.ctx_idx,
             "ctx_valid": self.ctx_valid,

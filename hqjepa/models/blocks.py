@@ -8,6 +8,8 @@ from torch import nn
 
 
 class Mlp(nn.Module):
+    """Transformer feed-forward layer: fc2(GELU(fc1(x))), dim -> hidden -> dim."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -15,6 +17,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] -> [..., D]."""
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -33,6 +36,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D], valid [B, N] (None: all real) -> [B, N, D]; padded keys get no attention."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=_attn_mask(valid))
@@ -50,6 +54,7 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, y_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries x [B, N, D] attend over y [B, M, D] (padded keys masked by y_valid [B, M]) -> [B, N, D]."""
         b, n, d = x.shape
         h = self.num_heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
@@ -69,5 +74,6 @@ class AttentionBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D], valid [B, N] -> [B, N, D] (pre-norm residual block)."""
         x = x + self.attn(self.norm1(x), valid)
         return x + self.mlp(self.norm2(x))

@@ -27,6 +27,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """x [B, C, H, W] -> (tokens [B, (H/p)(W/p), D], grid (H/p, W/p)); H and W must be multiples of p."""
         p = self.patch_size
         if x.shape[-1] % p or x.shape[-2] % p:
             raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the patch size {p}")
@@ -47,6 +48,7 @@ class MambaBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D], valid [B, N] (None: all real) -> [B, N, D] (pre-norm residual block)."""
         x = x + self.mixer(self.norm1(x), valid)
         return x + self.mlp(self.norm2(x))
 
@@ -60,6 +62,9 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 class HybridEncoder(nn.Module):
+    """Hybrid Mamba-ViT encoder (module docstring): patch embedding of `bands`, fixed sin-cos positions,
+    `n_mamba` bidirectional Mamba blocks then `depth - n_mamba` attention blocks, final LayerNorm."""
+
     def __init__(
         self,
         bands: tuple[str, ...],

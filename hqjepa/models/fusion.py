@@ -17,6 +17,9 @@ from hqjepa.models.blocks import CrossAttention
 
 
 class CrossModalFusion(nn.Module):
+    """Bidirectional cross-attention between S2 and S1 block descriptors, then a linear fusion
+    (module docstring for the formula)."""
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.norm_s2 = nn.LayerNorm(dim)

@@ -36,6 +36,10 @@ class Objective:
 
 
 class HQJEPA(nn.Module):
+    """The whole model of one configuration: student encoder, EMA teacher (no gradients), predictor and,
+    as the enabled loss terms need them, the S1 encoder and projection, fusion, SIGReg, pixel-statistics
+    head and FQS head; `weighting` combines the terms."""
+
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         m, loss = cfg.model, cfg.loss
@@ -98,6 +102,11 @@ class HQJEPA(nn.Module):
         return F.layer_norm(mean, (mean.shape[-1],))
 
     def forward(self, batch: dict[str, torch.Tensor], step: int = 0) -> Objective:
+        """One training objective from a batch.
+
+        batch: s2 [B, C, H, W], ctx_idx / ctx_valid [B, Nc], tgt_idx / tgt_valid [B, K, T], and s1
+        [B, 2, H, W] when L_cm or L_sig is on; `step` seeds SIGReg's directions. Returns the weighted
+        objective (scalar), the unweighted terms and diagnostics (FQS fidelity and collapse gap)."""
         s2, ctx_idx, ctx_valid = batch["s2"], batch["ctx_idx"], batch["ctx_valid"]
         tgt_idx, tgt_valid = batch["tgt_idx"], batch["tgt_valid"]
         beta = self.cfg.loss.smooth_l1_beta

@@ -200,6 +200,7 @@ class Mamba(nn.Module):
         return self.act(self.conv1d(x)[..., : x.shape[-1]])
 
     def extra_repr(self) -> str:
+        """The mixer's sizes and scan backend, for `print(model)`."""
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
             f"expand={self.expand}, dt_rank={self.dt_rank}, backend={self.backend!r}"

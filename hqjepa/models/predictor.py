@@ -17,6 +17,9 @@ from hqjepa.models.pos_embed import sincos_2d
 
 
 class Predictor(nn.Module):
+    """I-JEPA predictor (module docstring): embed_dim -> predictor_dim, `depth` attention blocks, a learned
+    mask token, fixed sin-cos positions, projection back to embed_dim."""
+
     def __init__(self, embed_dim: int, predictor_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.predictor_dim = predictor_dim
@@ -30,6 +33,7 @@ class Predictor(nn.Module):
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def pos_embed(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """[h*w, predictor_dim] fixed sin-cos positions for a grid (cached per grid)."""
         if grid not in self._pos_cache:
             self._pos_cache[grid] = sincos_2d(self.predictor_dim, *grid)
         return self._pos_cache[grid].to(device)

@@ -27,6 +27,9 @@ ANGLES_PER_LAYER = N_QUBITS * 3
 
 
 class FQSOutput(NamedTuple):
+    """What FQSHead returns: L_fqs = mean (1 - F) (scalar), the fidelities F [B, K], and the collapse gap
+    mean F(matched) - mean F(shuffled pairs) (scalar, no gradient; NaN when B < 2)."""
+
     loss: Tensor  # scalar, L_fqs = mean(1 - F) over blocks and batch
     fidelity: Tensor  # [B, K]
     gap: Tensor  # scalar, no grad: mean F(matched) - mean F(shuffled pairs); NaN if B < 2
@@ -122,6 +125,7 @@ class FQSHead(nn.Module):
             raise ValueError(f"mask_query: expected [{b}, {k}, {d}], got {list(mask_query.shape)}")
 
     def extra_repr(self) -> str:
+        """The head's sizes and backend, for `print(model)`."""
         return (
             f"embed_dim={self.embed_dim}, enc_layers={self.enc_layers}, "
             f"pred_layers={self.pred_layers}, backend={self.backend!r}"

@@ -204,6 +204,8 @@ class SwapTestFidelity(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student: Tensor, teacher: Tensor, predictor: Tensor) -> Tensor:  # type: ignore[override]
+        """Angles student, teacher [B, L_enc, 5, 3] and predictor [B, L_pred, 5, 3] -> F [B] = |<s|t>|^2;
+        keeps the layer states for the backward."""
         batch = student.shape[0]
         enc = torch.cat((student, teacher)).permute(1, 2, 3, 0).contiguous()  # [L_enc, 5, 3, 2B]
         pred = predictor.permute(1, 2, 3, 0).contiguous()  # [L_pred, 5, 3, B]
@@ -227,6 +229,8 @@ class SwapTestFidelity(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_fid: Tensor):  # type: ignore[override]
+        """dF/dangles by the adjoint method: the upstream gradient g [B] -> gradients shaped as the three
+        angle inputs."""
         enc_shape, pred_shape = ctx.shapes
         enc_trig, pred_trig = ctx.trig
         enc_states, pred_states = ctx.states

@@ -48,6 +48,7 @@ def fmt_value(v: Any) -> str:
 
 
 def fmt_metric(v: Any) -> str:
+    """A score with two decimals, or "-" when there is none."""
     return f"{v:.2f}" if _is_number(v) else "-"
 
 
@@ -63,6 +64,7 @@ def best_row(rows: Sequence[dict], mode: str, rounds: int) -> dict | None:
 
 
 def metric_columns(rows: Iterable[dict], objective: str) -> list[str]:
+    """Names of every metric the trials reported besides the objective, sorted."""
     names: list[str] = []
     for r in rows:
         names += [k for k in r.get("metrics", {}) if k not in names and k != objective]

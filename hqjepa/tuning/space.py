@@ -99,6 +99,7 @@ class Dist:
         return self.low, self.high
 
     def optuna_choices(self) -> list:
+        """The choices as Optuna gets them (JSON strings when some choice is not a scalar)."""
         return [json.dumps(c) for c in self.choices] if self.encoded else list(self.choices)
 
     def suggest(self, trial: Any, name: str) -> Any:
@@ -114,9 +115,11 @@ class Dist:
         return self.value
 
     def decode(self, raw: Any) -> Any:
+        """An Optuna categorical value -> the config value (inverse of `optuna_choices`)."""
         return json.loads(raw) if self.encoded else raw
 
     def text(self) -> str:
+        """The distribution in one line, e.g. `loguniform [0.0001, 0.01]`, `choice a, b`, `= 3`."""
         if self.kind == "const":
             return f"= {self.value!r}"
         if self.kind == "choice":
@@ -135,14 +138,18 @@ class Param:
     when: tuple[tuple[str, tuple], ...] = ()
 
     def active(self, chosen: dict[str, Any]) -> bool:
+        """Whether every `when` condition holds for the choices drawn so far (`chosen`: key -> value)."""
         return all(k in chosen and chosen[k] in allowed for k, allowed in self.when)
 
     def candidates(self) -> list:
+        """Values to check against the config: the distribution's candidates, or every (low, high) pair
+        of the two ends' candidates."""
         if self.pair is not None:
             return [[lo, hi] for lo in self.pair[0].candidates() for hi in self.pair[1].candidates()]
         return self.dist.candidates()
 
     def text(self) -> str:
+        """The parameter in one line: `key: distribution [when other.key in [...]]`."""
         body = f"pair low {self.pair[0].text()}, high {self.pair[1].text()}" if self.pair else self.dist.text()
         cond = "".join(f" when {k} in {list(v)}" for k, v in self.when)
         return f"{self.key}: {body}{cond}"
@@ -171,6 +178,7 @@ class SearchSpace:
 
     @property
     def is_grid(self) -> bool:
+        """Whether the space is an explicit grid rather than sampled."""
         return self.grid is not None
 
     @property
@@ -185,6 +193,7 @@ class SearchSpace:
 
     @property
     def log_keys(self) -> set[str]:
+        """Keys drawn on a log scale (plotted with a log axis)."""
         return {p.key for p in self.params if p.dist is not None and p.dist.kind == "loguniform"}
 
     @property
@@ -201,6 +210,8 @@ class SearchSpace:
         return kinds
 
     def __call__(self, trial: Any) -> None:
+        """Draw one configuration on an Optuna trial (define-by-run): the grid point's name, or each
+        active parameter in file order. Returns None (no constant parameters for Optuna)."""
         if self.grid is not None:
             trial.suggest_categorical(GRID_PARAM, [p.name for p in self.grid])
             return None
@@ -232,12 +243,14 @@ class SearchSpace:
         return out
 
     def point(self, name: str) -> GridPoint:
+        """The grid point called `name`; SpaceError when there is none."""
         for point in self.grid or []:
             if point.name == name:
                 return point
         raise SpaceError(f"{self.source}: no grid point named {name!r}")
 
     def describe(self) -> list[str]:
+        """One line per parameter (or grid point), as printed before a search starts."""
         if self.grid is not None:
             return [f"{p.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in p.overrides.items()) for p in self.grid]
         return [p.text() for p in self.params]
@@ -252,6 +265,7 @@ class TuneGridSampler(optuna.samplers.GridSampler):
     exactly as many trials as the grid has points instead."""
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        """Do nothing after a trial (GridSampler's would stop the study once every point has started)."""
         return None
 
 

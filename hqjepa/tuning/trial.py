@@ -35,6 +35,7 @@ MEAN_METRIC = "geobench/mean"
 
 
 def metric_name(task: str, protocol: str) -> str:
+    """The metric a trial reports for one task and protocol: `geobench/<task>/<protocol>`."""
     return f"geobench/{task}/{protocol}"
 
 
