@@ -1,6 +1,6 @@
 """Data path benchmark: archive -> shards -> Ray Data -> torch, against its goals, in one run.
 
-    python bench/data.py [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
+    python -m bench.data [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
                          [--steps 3] [--workdir DIR]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line:
@@ -25,32 +25,40 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from hqjepa.config import load_config
+from hqjepa.data.collate import MaskCollator
+from hqjepa.data.convert import convert_archive, convert_shard, finalise, plan_conversion
+from hqjepa.data.shards import BANDS, load_manifest, shard_files
+from hqjepa.data.stream import STREAM_COLUMNS, block_decoder
+from hqjepa.data.synth_archive import write_archive
+from hqjepa.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# read by ray.data when it is first imported (inside the benchmarks below, never by hqjepa)
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
 
-from hqjepa.config import load_config  # noqa: E402
-from hqjepa.data.collate import MaskCollator  # noqa: E402
-from hqjepa.data.convert import convert_archive, convert_shard, finalise, plan_conversion  # noqa: E402
-from hqjepa.data.shards import BANDS, load_manifest, shard_files  # noqa: E402
-from hqjepa.data.stream import STREAM_COLUMNS, block_decoder  # noqa: E402
-from hqjepa.data.synth_archive import write_archive  # noqa: E402
 
-NAIVE_S2_BYTES = 12 * 120 * 120 * 4  # the issue's reference: 12 S2 bands as float32 at 120 px
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
+
+NAIVE_S2_BYTES = 12 * 120 * 120 * 4  # the size goal's reference: 12 S2 bands as float32 at 120 px
 NAIVE_BYTES = len(BANDS) * 120 * 120 * 4  # all 14 bands (S2 + S1) as float32 at 120 px
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:
-    print(json.dumps({"bench": "data", "metric": metric, "value": round(value, 4), "unit": unit, **extra}), flush=True)
+    print(record({"bench": "data", "metric": metric, "value": round(value, 4), "unit": unit, **extra}), flush=True)
 
 
 def bench_convert(archive: Path, work: Path, shard_size: int) -> Path:
@@ -224,6 +232,7 @@ def bench_consumer(config: str, batch: int, steps: int) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=512)
     p.add_argument("--shard-size", type=int, default=256, help="pairs per shard (ray_jobs/convert.py's default)")

@@ -5,8 +5,8 @@ measured in this run. The PennyLane paths are slow, so they time a subset and re
 over that subset (per-sample adjoint: `--adjoint-samples` circuits one after another, which is
 exactly how a full batch runs; broadcast: one execution of `--broadcast-batch` samples).
 
-    .venv/bin/python bench/fqs.py                  # B = 1024, CPU
-    .venv/bin/python bench/fqs.py --cuda           # also the statevector backend on CUDA
+    python -m bench.fqs                  # B = 1024, CPU
+    python -m bench.fqs --cuda           # also the statevector backend on CUDA
 
 samples_per_s is from the median time of the repeats, samples_per_s_best from the fastest; the
 ratios use the same statistic on both sides (PennyLane runs once, so its median = best).
@@ -19,15 +19,19 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without an install
+from hqjepa.provenance import provenance
+from hqjepa.quantum.fidelity import swap_test_fidelity
 
-from hqjepa.quantum.fidelity import swap_test_fidelity  # noqa: E402
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
 
 
 def _angles(batch: int, l_enc: int, l_pred: int, dtype: torch.dtype, device: str, seed: int = 0):
@@ -90,7 +94,8 @@ def time_backend(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--enc-layers", type=int, default=2)
@@ -111,12 +116,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--cuda", action="store_true", help="also time the statevector on CUDA")
     parser.add_argument("--skip-pennylane", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     layers = (args.enc_layers, args.pred_layers)
     print(
-        json.dumps(
+        record(
             {
                 "bench": "fqs",
                 "setup": True,
@@ -144,10 +149,10 @@ def main() -> None:
                 row = time_backend("statevector", args.batch, dtype, device, *layers, repeats=args.repeats, warmup=5)
                 row["torch_threads"] = threads
                 rows[f"statevector_{row['dtype']}_{device}_{threads}thr"] = row
-                print(json.dumps(row), flush=True)
+                print(record(row), flush=True)
     torch.set_num_threads(default_threads)
     if args.cuda and not torch.cuda.is_available():
-        print(json.dumps({"bench": "fqs", "cuda": "not available"}), flush=True)
+        print(record({"bench": "fqs", "cuda": "not available"}), flush=True)
 
     if not args.skip_pennylane:
         import pennylane as qml
@@ -159,9 +164,7 @@ def main() -> None:
                 qml.device(pl_device, wires=11)
             except Exception as err:  # a plugin that is not installed: say so and go on
                 print(
-                    json.dumps(
-                        {"bench": "fqs", "pennylane_device": pl_device, "skipped": f"{type(err).__name__}: {err}"}
-                    ),
+                    record({"bench": "fqs", "pennylane_device": pl_device, "skipped": f"{type(err).__name__}: {err}"}),
                     flush=True,
                 )
                 continue
@@ -183,7 +186,7 @@ def main() -> None:
             )
             rows[f"pennylane_adjoint_{pl_device}"] = row
             refs.append(f"pennylane_adjoint_{pl_device}")
-            print(json.dumps(row), flush=True)
+            print(record(row), flush=True)
         bc = args.broadcast_batch or args.batch
         row = time_backend(
             "pennylane_broadcast", bc, torch.float32, "cpu", *layers, repeats=1, warmup=1, pl_device=args.device
@@ -196,13 +199,13 @@ def main() -> None:
         )
         rows["pennylane_broadcast"] = row
         refs.append("pennylane_broadcast")
-        print(json.dumps(row), flush=True)
+        print(record(row), flush=True)
         for sv in [k for k in rows if k.startswith("statevector")]:
             for ref in refs:
                 ratio = rows[sv]["samples_per_s"] / rows[ref]["samples_per_s"]
                 best = rows[sv]["samples_per_s_best"] / rows[ref]["samples_per_s_best"]
                 print(
-                    json.dumps(
+                    record(
                         {"bench": "fqs", "ratio": f"{sv}/{ref}", "value": round(ratio, 1), "value_best": round(best, 1)}
                     ),
                     flush=True,

@@ -1,6 +1,6 @@
 """CUDA checks and timings that the CPU suite cannot make: selective scans, FQS, NCCL.
 
-    python bench/gpu.py [--sections scan,fqs,nccl] [--repeats 20]
+    python -m bench.gpu [--sections scan,fqs,nccl] [--repeats 20]
 
 scan  paper sizes (batch 64, d_inner 768, d_state 16, L 144, float32, forward + backward to all
       eight inputs): our chunked scan, our sequential scan and, when mamba-ssm's kernels import,
@@ -22,16 +22,22 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.scan import _inputs
+from hqjepa.models.mamba import _cuda_kernels
+from hqjepa.models.selective_scan import selective_scan, selective_scan_sequential
+from hqjepa.provenance import provenance
+from hqjepa.quantum.fidelity import swap_test_fidelity
 
-from hqjepa.models.mamba import _cuda_kernels  # noqa: E402
-from hqjepa.models.selective_scan import selective_scan, selective_scan_sequential  # noqa: E402
-from hqjepa.quantum.fidelity import swap_test_fidelity  # noqa: E402
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 DEVICE = "cuda"  # --device cpu: a dry run of the script's logic on a machine without a GPU
 
@@ -54,8 +60,6 @@ def _time(fn, repeats: int) -> list[float]:
 
 def scan_inputs(b: int, d: int, n: int, L: int, device: str) -> dict[str, torch.Tensor]:
     """bench/scan.py's inputs (same seed and scales), as leaves on `device`."""
-    from scan import _inputs  # bench/scan.py, beside this script
-
     kw = _inputs(argparse.Namespace(batch=b, d_inner=d, d_state=n, seqlen=L))
     return {k: v.detach().to(device).requires_grad_() for k, v in kw.items()}
 
@@ -64,7 +68,7 @@ def bench_scan(args) -> None:
     kernels = _cuda_kernels()
     variants = {"chunked": selective_scan, "sequential": selective_scan_sequential}
     if isinstance(kernels, str):
-        print(json.dumps({"bench": "gpu_scan", "variant": "upstream", "skipped": kernels}), flush=True)
+        print(record({"bench": "gpu_scan", "variant": "upstream", "skipped": kernels}), flush=True)
     else:
         variants["upstream"] = kernels[0]
     b, d, n, L = args.scan_shape
@@ -74,7 +78,7 @@ def bench_scan(args) -> None:
     results = {}
     for name, fn in variants.items():
 
-        def step():
+        def step(fn=fn):  # bound now: called within this iteration only
             out = fn(**kw, delta_softplus=True)
             return out, torch.autograd.grad(out, leaves, gy)
 
@@ -91,7 +95,7 @@ def bench_scan(args) -> None:
         del out, grads
         t = _time(step, args.repeats)
         print(
-            json.dumps(
+            record(
                 {
                     "bench": "gpu_scan",
                     "variant": name,
@@ -109,9 +113,11 @@ def bench_scan(args) -> None:
     for name, (out, grads) in results.items():
         if name == ref_name:
             continue
-        rel = {"out": _rel(out, ref_out)} | {f"grad_{k}": _rel(g, r) for k, g, r in zip(names, grads, ref_grads)}
+        rel = {"out": _rel(out, ref_out)} | {
+            f"grad_{k}": _rel(g, r) for k, g, r in zip(names, grads, ref_grads, strict=True)
+        }
         print(
-            json.dumps(
+            record(
                 {
                     "bench": "gpu_scan",
                     "compare": f"{name} vs {ref_name}",
@@ -146,17 +152,17 @@ def bench_fqs(args) -> None:
     g_gpu = torch.autograd.grad(f_gpu.sum(), gpu)
     err = max(
         [float((f_gpu.detach().cpu() - f_cpu.detach()).abs().max())]
-        + [float((a.cpu() - b).abs().max()) for a, b in zip(g_gpu, g_cpu)]
+        + [float((a.cpu() - b).abs().max()) for a, b in zip(g_gpu, g_cpu, strict=True)]
     )
     print(
-        json.dumps({"bench": "gpu_fqs", "check": "cuda float64 vs cpu float64, values and grads", "max_abs_err": err}),
+        record({"bench": "gpu_fqs", "check": "cuda float64 vs cpu float64, values and grads", "max_abs_err": err}),
         flush=True,
     )
     for dtype in (torch.float32, torch.float64):
         for batch in args.fqs_batches:
             angles = fqs_angles(batch, dtype, DEVICE)
 
-            def step():
+            def step(angles=angles):  # bound now: called within this iteration only
                 f = swap_test_fidelity(*angles)
                 torch.autograd.grad(f.sum(), angles)
 
@@ -165,7 +171,7 @@ def bench_fqs(args) -> None:
             t = _time(step, args.repeats)
             med = statistics.median(t)
             print(
-                json.dumps(
+                record(
                     {
                         "bench": "gpu_fqs",
                         "backend": "statevector",
@@ -196,7 +202,7 @@ def bench_nccl(args) -> None:
         loss = SIGReg(num_slices=256).cuda()(z, step=3)
         loss.backward()
         print(
-            json.dumps(
+            record(
                 {
                     "bench": "gpu_nccl",
                     "backend": dist.get_backend(),
@@ -217,24 +223,25 @@ def bench_nccl(args) -> None:
 SECTIONS = {"scan": bench_scan, "fqs": bench_fqs, "nccl": bench_nccl}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--scan-shape", type=int, nargs=4, default=[64, 768, 16, 144], metavar=("B", "D", "N", "L"))
     p.add_argument("--fqs-batches", type=int, nargs="+", default=[1024, 16384, 131072])
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     global DEVICE
     DEVICE = args.device
     if DEVICE == "cpu":
-        SECTIONS.pop("nccl")
+        SECTIONS.pop("nccl", None)
         args.sections = ",".join(s for s in args.sections.split(",") if s != "nccl")
     elif not torch.cuda.is_available():
-        print(json.dumps({"bench": "gpu", "skipped": "no CUDA device"}))
+        print(record({"bench": "gpu", "skipped": "no CUDA device"}))
         return 1
     print(
-        json.dumps(
+        record(
             {
                 "bench": "gpu",
                 "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
@@ -250,7 +257,7 @@ def main() -> int:
         try:
             SECTIONS[name](args)
         except Exception as e:  # one failed section must not hide the others' figures
-            print(json.dumps({"bench": f"gpu_{name}", "error": f"{type(e).__name__}: {e}"}), flush=True)
+            print(record({"bench": f"gpu_{name}", "error": f"{type(e).__name__}: {e}"}), flush=True)
             status = 1
     return status
 

@@ -9,6 +9,7 @@
 #      scan and with upstream's kernels (model.mamba_backend=torch|cuda).
 #
 #   SRC=.gpu OUT=runs/gpu bench/gpu.sh      # SRC holds the unpacked mamba_ssm-* and causal_conv1d-* sdists
+# Run it from the repository root (the benchmarks run as `python -m bench.<name>`).
 # Writes $OUT/*.jsonl and logs; a failed part is logged and the rest still runs.
 set -u
 SRC=${SRC:-.gpu}
@@ -35,7 +36,7 @@ if [ -n "$mamba_src" ] && [ -n "$conv_src" ]; then
   ncores=$(nproc)
   for ext in selective_scan_cuda causal_conv1d_cuda; do
     jobs=4; [ $ext = selective_scan_cuda ] && jobs=$(( ncores > 8 ? ncores - 6 : 2 ))
-    MAX_JOBS=$jobs timeout "$BUILD_TIMEOUT" $PY bench/gpu_kernels.py --mamba "$mamba_src" \
+    MAX_JOBS=$jobs timeout "$BUILD_TIMEOUT" $PY -m bench.gpu_kernels --mamba "$mamba_src" \
         --causal-conv1d "$conv_src" --build "$KERNELS" --only $ext > "$OUT/kernels_$ext.log" 2>&1 &
     pids+=($!)
   done
@@ -46,7 +47,7 @@ fi
 
 # While the kernels build (all but two cores): checks whose results are not timings.
 stamp "correctness while building: FQS CUDA vs CPU, NCCL"
-$PY bench/gpu.py --sections nccl --fqs-batches 1024 > "$OUT/gpu_checks.jsonl" 2>"$OUT/gpu_checks.err"
+$PY -m bench.gpu --sections nccl --fqs-batches 1024 > "$OUT/gpu_checks.jsonl" 2>"$OUT/gpu_checks.err"
 $PY -m pytest -q -p no:cacheprovider tests/test_fqs_fidelity.py -k cuda -rs > "$OUT/pytest_fqs_cuda.log" 2>&1
 tail -1 "$OUT/pytest_fqs_cuda.log"
 
@@ -61,12 +62,12 @@ tail -1 "$OUT/pytest_mamba_gpu.log"
 
 # Timings, on a quiet machine.
 stamp "FQS on CUDA"
-$PY bench/fqs.py --cuda --skip-pennylane --repeats 20 > "$OUT/fqs_cuda.jsonl" 2>"$OUT/fqs_cuda.err"
+$PY -m bench.fqs --cuda --skip-pennylane --repeats 20 > "$OUT/fqs_cuda.jsonl" 2>"$OUT/fqs_cuda.err"
 stamp "gpu.py fqs, scan"
-$PY bench/gpu.py --sections fqs,scan > "$OUT/gpu.jsonl" 2>"$OUT/gpu.err"
+$PY -m bench.gpu --sections fqs,scan > "$OUT/gpu.jsonl" 2>"$OUT/gpu.err"
 for backend in torch cuda; do
   stamp "step, paper config, bf16, mamba_backend=$backend"
-  $PY bench/step.py --config configs/paper.yaml --batch "$BATCH" --set model.mamba_backend=$backend \
+  $PY -m bench.step --config configs/paper.yaml --batch "$BATCH" --set model.mamba_backend=$backend \
       > "$OUT/step_paper_$backend.jsonl" 2>"$OUT/step_paper_$backend.err"
 done
 stamp "done"

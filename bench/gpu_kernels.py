@@ -1,6 +1,6 @@
 """Build upstream's fused CUDA kernels from their source distributions, for this machine's GPU only.
 
-    python bench/gpu_kernels.py --mamba SRC/mamba_ssm-2.3.2.post1 --causal-conv1d SRC/causal_conv1d-1.7.0 \
+    python -m bench.gpu_kernels --mamba SRC/mamba_ssm-2.3.2.post1 --causal-conv1d SRC/causal_conv1d-1.7.0 \
                                 --build /tmp/kernels
     export PYTHONPATH=/tmp/kernels/py:$PYTHONPATH     # then `import mamba_ssm`, `import causal_conv1d`
 
@@ -24,6 +24,16 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from hqjepa.provenance import provenance
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 # setup.py's nvcc flags, less its -gencode list (replaced by this GPU's architecture) and the
 # verbose ptxas output.
@@ -126,17 +136,18 @@ def _check_package_import(py: Path) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mamba", type=Path, required=True, help="unpacked mamba-ssm sdist")
     p.add_argument("--causal-conv1d", type=Path, required=True, help="unpacked causal-conv1d sdist")
     p.add_argument("--build", type=Path, required=True)
     p.add_argument("--only", choices=sorted(EXTENSIONS), help="build one extension (run two at once)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
-        print(json.dumps({"bench": "gpu_kernels", "skipped": "no CUDA device"}))
+        print(record({"bench": "gpu_kernels", "skipped": "no CUDA device"}))
         return 1
     major, minor = torch.cuda.get_device_capability()
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
@@ -153,7 +164,7 @@ def main() -> int:
             torch=torch.__version__,
             cuda=torch.version.cuda,
         )
-        print(json.dumps(row), flush=True)
+        print(record(row), flush=True)
         ok &= row["ok"]
     return 0 if ok else 1
 

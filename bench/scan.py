@@ -9,11 +9,11 @@ size (ru_maxrss) during its first forward+backward, minus the resident size just
 --rounds subprocesses per variant interleaved with the others; the line gives the minimum
 (least disturbed by other load) and the median wall time, and the minimum process CPU time.
 
-    python bench/scan.py                              # paper sizes: batch 64, d_inner 768, L 144
-    python bench/scan.py --batch 8 --d-inner 192      # quicker
+    python -m bench.scan                              # paper sizes: batch 64, d_inner 768, L 144
+    python -m bench.scan --batch 8 --d-inner 192      # quicker
 
 Prints one JSON line per variant and one with the ratios (sequential / chunked and
-mambapy / chunked: > 1 means the chunked scan is faster or lighter). Goal (issue 2): time and
+mambapy / chunked: > 1 means the chunked scan is faster or lighter). Goal: time and
 memory ratios against mambapy >= 1. mambapy is optional: without it its line says "skipped".
 """
 
@@ -27,6 +27,16 @@ import statistics
 import subprocess
 import sys
 import time
+
+from hqjepa.provenance import provenance
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("chunked", "sequential", "mambapy")
@@ -81,7 +91,6 @@ def worker(a) -> dict:
     import torch
 
     torch.set_num_threads(a.threads or torch.get_num_threads())
-    sys.path.insert(0, ROOT)
     from hqjepa.models.selective_scan import selective_scan, selective_scan_sequential
 
     if a.variant == "mambapy":
@@ -124,7 +133,7 @@ def worker(a) -> dict:
     return {"variant": a.variant, "wall_s": wall, "cpu_s": cpu, "peak_mem_mib": round(peak / 2**20, 1)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--d-inner", type=int, default=768)
@@ -136,23 +145,24 @@ def main() -> int:
     p.add_argument("--chunk-size", type=int, default=None, help="chunked scan's chunk (default ~sqrt(L))")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant here
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.variant:
-        print(json.dumps(worker(a)))
+        print(json.dumps(worker(a)))  # read by main(), not a record
         return 0
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     # Rounds interleave the variants, so load from other processes hits them alike; the
     # minimum over all timed runs is the least disturbed estimate (load only adds time).
     variants = a.variants.split(",")
     runs: dict[str, list] = {v: [] for v in variants}
     for _ in range(a.rounds):
         for v in variants:
-            args = [sys.executable, os.path.abspath(__file__), "--variant", v] + [
+            args = [sys.executable, "-m", "bench.scan", "--variant", v] + [
                 f"--{k.replace('_', '-')}={getattr(a, k)}"
                 for k in ("batch", "d_inner", "d_state", "seqlen", "repeats", "threads")
             ]
             if a.chunk_size:
                 args.append(f"--chunk-size={a.chunk_size}")
-            out = subprocess.run(args, capture_output=True, text=True)
+            out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)  # bench and hqjepa importable
             if out.returncode != 0:
                 runs[v].append({"error": (out.stderr.strip().splitlines() or ["?"])[-1]})
             else:
@@ -180,7 +190,7 @@ def main() -> int:
                 runs=len(wall),
             )
         res[v] = line
-        print(json.dumps(line), flush=True)
+        print(record(line), flush=True)
     ours = res.get("chunked", {})
     ratios = {"ratios": "other / chunked (>1: chunked faster or lighter)"}
     for v in ("sequential", "mambapy"):
@@ -190,7 +200,7 @@ def main() -> int:
                 ratios[f"{v}_{name}"] = round(other[key] / max(ours[key], 1e-9), 3)
     if "mambapy_time" in ratios:
         ratios["goal_met"] = ratios["mambapy_time"] >= 1.0 and ratios["mambapy_mem"] >= 1.0
-    print(json.dumps(ratios))
+    print(record(ratios))
     return 0
 
 

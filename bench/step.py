@@ -1,6 +1,6 @@
 """One HQ-JEPA training step: the full objective against a bare I-JEPA step, measured in one run.
 
-    python bench/step.py [--config configs/tiny.yaml] [--batch 32] [--repeats 5] [--device cpu]
+    python -m bench.step [--config configs/tiny.yaml] [--batch 32] [--repeats 5] [--device cpu]
                          [--set model.mamba_backend=cuda] [--variants bare,full]
 
 Every variant trains the same encoder on the same batch and masks; only the loss terms differ:
@@ -23,19 +23,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hqjepa.config import apply_overrides, load_config, parse_override
+from hqjepa.engine import Trainer
+from hqjepa.masks.multiblock import sample_masks
+from hqjepa.models.hqjepa import HQJEPA
+from hqjepa.provenance import provenance
 
-from hqjepa.config import apply_overrides, load_config, parse_override  # noqa: E402
-from hqjepa.engine import Trainer  # noqa: E402
-from hqjepa.masks.multiblock import sample_masks  # noqa: E402
-from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 VARIANTS = {
     "bare": {"loss.w_cm": 0.0, "loss.w_sig": 0.0, "loss.w_fqs": 0.0},
@@ -90,7 +95,8 @@ def scan_flops(cfg, batch: torch.Tensor, n_ctx: float) -> float:
     return b * (3 * per_token * n_ctx + per_token * m.grid**2)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--batch", type=int, default=None, help="default: the config's optim.batch_size")
@@ -109,7 +115,7 @@ def main() -> None:
         default=",".join(v for v in VARIANTS if v != "gradnorm"),
         help="subset to time; the summary's shares need bare, +cm, +sig and full",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or "full" not in names:
@@ -166,7 +172,7 @@ def main() -> None:
     for name in names:
         params = sum(p.numel() for p in trainers[name].core.parameters() if p.requires_grad)
         print(
-            json.dumps(
+            record(
                 {
                     "bench": "step",
                     "variant": name,
@@ -191,7 +197,7 @@ def main() -> None:
             sig_cost_over_bare=round((med["+sig"] - med["+cm"]) / med["bare"], 3),
         )
     print(
-        json.dumps(
+        record(
             {
                 "bench": "step",
                 "summary": True,

@@ -1,6 +1,6 @@
 """Ray Train throughput with 1 and 2 workers on the same machine, in one run.
 
-    python bench/train_scaling.py [--config configs/tiny.yaml] [--steps 12] [--workers 1 2]
+    python -m bench.train_scaling [--config configs/tiny.yaml] [--steps 12] [--workers 1 2]
                                   [--gpus-per-worker G] [--peak-tflops P]
 
 Each setting runs ray_jobs/pretrain.py's job (Ray Data stream of synthetic shards -> TorchTrainer)
@@ -17,12 +17,20 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
+from hqjepa.provenance import provenance
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def read_rows(path: Path) -> list[dict[str, float]]:
@@ -35,9 +43,7 @@ def flops_per_sample(config: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from step import scan_flops
-
+    from bench.step import scan_flops
     from hqjepa.config import apply_overrides, load_config
     from hqjepa.engine import Trainer
     from hqjepa.masks.multiblock import sample_masks
@@ -54,7 +60,8 @@ def flops_per_sample(config: str) -> float:
     return (fc.get_total_flops() + scan_flops(cfg, batch["s2"], n_ctx)) / 2
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"))
     p.add_argument("--steps", type=int, default=12)
@@ -62,7 +69,7 @@ def main() -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak per GPU for MFU")
     p.add_argument("--set", action="append", default=[])
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     from ray_jobs import pretrain
 
@@ -103,11 +110,11 @@ def main() -> None:
             "data_wait_fraction": round(statistics.fmean(r["data_wait_fraction"] for r in rows), 4),
             "step_time_s": round(statistics.median(r["step_time_s"] for r in rows), 3),
         }
-        print(json.dumps(results[n]), flush=True)
+        print(record(results[n]), flush=True)
     if len(results) >= 2:
         lo, hi = min(results), max(results)
         print(
-            json.dumps(
+            record(
                 {
                     "bench": "train_scaling",
                     "summary": True,
@@ -124,7 +131,7 @@ def main() -> None:
         peak = args.peak_tflops * 1e12 if args.peak_tflops else _bf16_peak()
         for n, r in results.items():
             print(
-                json.dumps(
+                record(
                     {
                         "bench": "train_scaling",
                         "workers": n,

@@ -1,6 +1,6 @@
-"""Pool the paired differences of several `bench/learning.py` runs and test them.
+"""Pool the paired differences of several `experiments.learning` runs and test them.
 
-    python bench/pairs.py RUN/eval/results.json [RUN2/eval/results.json ...] [--out pairs.jsonl]
+    python -m experiments.pairs RUN/eval/results.json [RUN2/eval/results.json ...] [--out pairs.jsonl]
 
 A pair is one seed s probed twice on one task: pretraining run s (which starts from random encoder
 s's weights, `optim.seed=s`) and random encoder s, both with head seed s; d_s = test(pretrained s)
@@ -29,11 +29,21 @@ from pathlib import Path
 
 import numpy as np
 
+from hqjepa.provenance import provenance
+
 MAX_EXACT_PAIRS = 40
 # Scores are float32 percentages (97.00000286 for 97.0), so a sign assignment whose sum ties the
 # observed one exactly in counts (accuracy moves in 0.1-point steps at 1000 test samples) can
 # miss it by ~1e-5; sums within this many points of the observed one count as ties, i.e. extreme.
 TIE_POINTS = 1e-4
+
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
 
 
 def paired_scores(records: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -127,21 +137,22 @@ def task_stats(task: str, pairs: dict[int, tuple[float, float]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", nargs="+", help="results.json files written by bench/learning.py (OUT/eval/)")
+    p.add_argument("results", nargs="+", help="results.json files written by experiments.learning (OUT/eval/)")
     p.add_argument("--out", default=None, help="also write the JSON lines here")
     args = p.parse_args(argv)
     runs = []
     for path in args.results:
         data = json.loads(Path(path).read_text())
         if "runs" not in data:
-            raise SystemExit(f"{path}: not a results.json of bench/learning.py (no 'runs')")
+            raise SystemExit(f"{path}: not a results.json of experiments.learning (no 'runs')")
         runs.append((path, data["runs"]))
     try:
         pooled = pool(runs)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    lines = [json.dumps(task_stats(task, pairs)) for task, pairs in pooled.items() if pairs]
+    lines = [record(task_stats(task, pairs)) for task, pairs in pooled.items() if pairs]
     print("\n".join(lines), flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")

@@ -1,9 +1,9 @@
 """How far pretraining moved an encoder from its own initial weights, and what that did to its tokens.
 
-    python bench/encoder_drift.py --checkpoint runs/learning/pretrain_seed0/export.pt,...
+    python -m experiments.encoder_drift --checkpoint runs/learning/pretrain_seed0/export.pt,...
 
-`bench/learning.py` pretrains run i from exactly random encoder i's weights (`optim.seed=i`,
-`torch.manual_seed(i)` then the student is built first; `tests/test_learning_bench.py`), so each
+`experiments.learning` pretrains run i from exactly random encoder i's weights (`optim.seed=i`,
+`torch.manual_seed(i)` then the student is built first; `tests/test_experiments.py`), so each
 export can be set beside its own starting point. For each checkpoint this rebuilds that starting
 point and prints one JSON line with
 - rel_change: ||W_trained - W_init||_F / ||W_init||_F over the weight matrices (ndim >= 2) of the
@@ -23,23 +23,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hqjepa.bands import S2_BANDS
+from hqjepa.checkpoint import load_encoder
+from hqjepa.data.labels import NOMENCLATURES
+from hqjepa.data.transforms import stack_s2, synthetic_band_stats
+from hqjepa.eval.synth_geobench import KILN, _scenes
+from hqjepa.losses.pixel_stats import patch_band_stats, patchify
+from hqjepa.models.hqjepa import HQJEPA
+from hqjepa.provenance import provenance
 
-from hqjepa.bands import S2_BANDS  # noqa: E402
-from hqjepa.checkpoint import load_encoder  # noqa: E402
-from hqjepa.data.labels import NOMENCLATURES  # noqa: E402
-from hqjepa.data.transforms import stack_s2, synthetic_band_stats  # noqa: E402
-from hqjepa.eval.synth_geobench import KILN, _scenes  # noqa: E402
-from hqjepa.losses.pixel_stats import patch_band_stats, patchify  # noqa: E402
-from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
 
 
 def initial_encoder(cfg) -> torch.nn.Module:
@@ -110,6 +113,7 @@ def token_scores(
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="comma-separated encoder exports of pretrain_local runs")
     p.add_argument("--scenes", type=int, default=400)
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         share, majority = per_patch[patch]
         init = initial_encoder(cfg)
         print(
-            json.dumps(
+            record(
                 {
                     "checkpoint": path,
                     "optim_seed": cfg.optim.seed,

@@ -1,8 +1,8 @@
 """Hand-made features of the input pixels, through the same linear probe as the encoders.
 
-    python bench/raw_features.py --task m-brick-kiln --benchmark-dir runs/learning/geobench
+    python -m experiments.raw_features --task m-brick-kiln --benchmark-dir runs/learning/geobench
 
-A reference row for `bench/learning.py`: what a linear head reads from the S2 pixels without any
+A reference row for `experiments.learning`: what a linear head reads from the S2 pixels without any
 encoder. For each scene x [12 bands, H, W] (bands mapped and normalised as for the encoders):
 - band_mean      mu_b = mean_(i,j) x_b(i,j)                          (12 features)
 - band_mean_std  [mu_b | sigma_b], sigma_b the std over the scene     (24)
@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hqjepa.eval.config import load_eval_config
+from hqjepa.eval.probe import Features, linear_probe
+from hqjepa.eval.runner import EvalJob, load_job_encoder, open_splits
+from hqjepa.losses.pixel_stats import patchify
+from hqjepa.provenance import provenance
 
-from hqjepa.eval.config import load_eval_config  # noqa: E402
-from hqjepa.eval.probe import Features, linear_probe  # noqa: E402
-from hqjepa.eval.runner import EvalJob, load_job_encoder, open_splits  # noqa: E402
-from hqjepa.losses.pixel_stats import patchify  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {  # (scenes, patch size) -> features
     "band_mean": lambda x, patch: x.mean(dim=(2, 3)),
@@ -38,6 +45,7 @@ FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {  # (scenes,
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="m-brick-kiln")
     p.add_argument("--benchmark-dir", required=True)
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds)
         ]
         print(
-            json.dumps(
+            record(
                 {
                     "task": args.task,
                     "features": name,

@@ -1,12 +1,14 @@
-"""bench/learning.py's pairing: pretraining run i starts from random encoder i's weights, and its
-per-seed differences are computed seed by seed; bench/pairs.py pools them and tests them."""
+"""experiments.learning's pairing: pretraining run i starts from random encoder i's weights, and its
+per-seed differences are computed seed by seed; experiments.pairs pools them and tests them."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
+from experiments import grad_share as grad_share_script
+from experiments import learning
+from experiments import pairs as pairs_script
 from hqjepa.config import load_config, parse_override
 from hqjepa.eval.config import load_eval_config
 from hqjepa.eval.runner import EvalJob, load_job_encoder
@@ -15,16 +17,8 @@ from hqjepa.models.hqjepa import HQJEPA
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str):
-    """Import bench/<name>.py (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _bench():
-    return _script("learning")
+    return learning
 
 
 def test_pretraining_run_starts_from_the_random_encoder_of_the_same_seed():
@@ -35,7 +29,7 @@ def test_pretraining_run_starts_from_the_random_encoder_of_the_same_seed():
     student = HQJEPA(cfg).student.state_dict()
 
     config = load_eval_config(ROOT / "configs" / "eval.yaml").to_dict()
-    config["run"]["random_init_seed"] = None  # bench/learning.py's EVAL_DEFAULTS: encoder i for seed i
+    config["run"]["random_init_seed"] = None  # experiments.learning's EVAL_DEFAULTS: encoder i for seed i
     job = EvalJob("m-eurosat", "linear", 1, "random-init", None, "unused", config, str(ROOT / "configs" / "tiny.yaml"))
     random_1 = load_job_encoder(job)[0].state_dict()
     assert student.keys() == random_1.keys()
@@ -62,7 +56,7 @@ def test_paired_deltas_subtract_seed_by_seed_and_mark_failed_probes():
 def test_grad_share_separates_each_terms_weighted_gradient():
     from tests.test_model import _batch, _cfg
 
-    grad_share = _script("grad_share")
+    grad_share = grad_share_script
     torch.manual_seed(0)
     model = HQJEPA(_cfg(w_cm=0.0, w_sig=0.0, w_fqs=0.0))
     batch = _batch(model.cfg)
@@ -119,7 +113,7 @@ def test_later_seeds_probe_their_own_pretraining_runs():
 
 
 def test_sign_flip_p_value_equals_the_hand_count():
-    pairs = _script("pairs")
+    pairs = pairs_script
     # d = (1, 2, 3): of the 8 sign assignments only +++ and --- reach |sum| >= 6
     assert pairs.sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8
     # d = (1, -1, 2): the 8 sums +-1 +-1 +-2 are 2, 4, 0, 2, -2, 0, -4, -2; six reach |sum| >= 2
@@ -139,7 +133,7 @@ def test_sign_flip_p_meet_in_the_middle_equals_brute_force():
 
     import numpy as np
 
-    pairs = _script("pairs")
+    pairs = pairs_script
     rng = np.random.default_rng(0)
     for n in (1, 2, 5, 9, 12):
         for _ in range(5):
@@ -147,7 +141,7 @@ def test_sign_flip_p_meet_in_the_middle_equals_brute_force():
             total = sum(d)
             brute = (
                 sum(
-                    abs(sum(s * x for s, x in zip(signs, d))) >= abs(total) - pairs.TIE_POINTS
+                    abs(sum(s * x for s, x in zip(signs, d, strict=True))) >= abs(total) - pairs.TIE_POINTS
                     for signs in itertools.product((1, -1), repeat=n)
                 )
                 / 2**n
@@ -158,7 +152,7 @@ def test_sign_flip_p_meet_in_the_middle_equals_brute_force():
 
 
 def test_pooling_adds_seeds_and_refuses_a_seed_counted_twice():
-    pairs = _script("pairs")
+    pairs = pairs_script
 
     def run(seed, pre, rnd, status="ok"):
         return [

@@ -1,10 +1,12 @@
 """Learning signal: does pretraining beat a random encoder of the same architecture on GeoBench?
 
-    python bench/learning.py [--config configs/tiny.yaml] [--max-steps 768] [--out runs/learning]
-                             [--pretrain-set loss.w_sig_ctx=0.2 ...] [--samples 4000] [--seeds 3]
-                             [--pretrain-seeds 3] [--checkpoint a.pt,b.pt] [--set linear.epochs=30 ...]
-                             [--tasks m-so2sat,...] [--first-seed 0] [--device cpu|cuda]
-                             [--benchmark DIR] [--pretrain-only]
+    python -m experiments.learning [--config configs/tiny.yaml] [--max-steps 768] [--out runs/learning]
+                                   [--pretrain-set loss.w_sig_ctx=0.2 ...] [--samples 4000] [--seeds 3]
+                                   [--pretrain-seeds 3] [--checkpoint a.pt,b.pt] [--set linear.epochs=30 ...]
+                                   [--tasks m-so2sat,...] [--first-seed 0] [--device cpu|cuda]
+                                   [--benchmark DIR] [--pretrain-only]
+
+(from the repository root). Results and their history: experiments/learning_signal/README.md.
 
 1. pretrain `--config` on synthetic S1/S2 pairs for a fixed budget of `--max-steps` optimiser steps,
    the schedules (lr, weight decay, EMA) stretched to end there (`python -m hqjepa.pretrain_local`,
@@ -17,7 +19,8 @@
 2. write the six tasks in GeoBench's format from the synthetic scene generator
    (`hqjepa synth-geobench`; `--samples` per classification task, split 50/25/25, so 4000 gives
    1000 test samples like GeoBench's m- tasks; `--segmentation-samples` per segmentation task), or
-   probe `--benchmark DIR` that `write_geobench` wrote once for several runs (bench/learning_gpu.sh);
+   probe `--benchmark DIR` that `write_geobench` wrote once for several runs
+   (experiments/learning_gpu.sh);
 3. linear-probe every task with the pretrained encoder and with random-init encoders of the same
    architecture (configs/eval.yaml protocol: frozen features, linear head, 100 epochs (segmentation
    40 epochs of 8 images per step), lr and epoch chosen on valid, test scored once), over `--seeds`
@@ -29,13 +32,14 @@
 
 `--device cuda` pretrains (fp32 unless `--pretrain-set optim.precision=...` says otherwise) and
 probes on the GPU: the same recipe, seeds, weights at step 0, scenes and masks as on the CPU, so a
-GPU's pairs pool with the CPU's (bench/learning_gpu.sh runs many seeds at once on one GPU).
+GPU's pairs pool with the CPU's (experiments/learning_gpu.sh runs many seeds at once on one GPU).
 
 Prints one JSON object per task: {"task", "metric", "pretrained", "pretrained_std", "random",
 "random_std", "random_max", "delta", "beats_every_random", "paired_deltas", "p_sign_flip"} (test
 scores in percent, delta = pretrained mean - random mean, paired_deltas = per seed, pretrained run i
 - random encoder i, which share their initial weights when this bench pretrained them, p_sign_flip =
-the exact sign-flip test of those differences; `bench/pairs.py` pools the pairs of several runs),
+the exact sign-flip test of those differences; `python -m experiments.pairs` pools the pairs of
+several runs),
 then a summary line with the pretraining budget (steps, seconds per run), how many tasks improved,
 how many beat every random encoder, and the mean delta. The table and chart land in OUT/eval/
 (table.md, results.json, results.png).
@@ -51,12 +55,21 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.pairs import paired_scores, sign_flip_p  # the exact paired test; pools runs too
+from hqjepa.config import load_config, parse_override
+from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
+from hqjepa.eval.geobench import TASKS, GeoBenchFormatError, GeoBenchTask
+from hqjepa.eval.report import summarize, write_report
+from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear
+from hqjepa.eval.synth_geobench import write_benchmark
+from hqjepa.pretrain_local import steps_per_epoch
+from hqjepa.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # The recipe that is above the random encoders on all six tasks, m-brick-kiln and m-cashew-plant
 # by a margin that takes many pairs to see (23 pairs each: +0.82 and +0.53, sign-flip p 3.0e-5 /
-# 0.0064, fourteen runs made on a GPU; README, "Does pretraining beat a random encoder?"): the terms' weights as
+# 0.0064, fourteen runs made on a GPU; experiments/learning_signal/README.md): the terms' weights as
 # gradient ratios to L_pred (loss.weighting=gradnorm), SIGReg also on the context tokens (ratio
 # 0.2), lr 1e-4 (tiny.yaml's 1e-3 is the paper's value at a 256x larger batch), 4096 scenes seen
 # 32 batches per epoch; ~11 min per run on 2 cores (longer where the machine is slower).
@@ -72,14 +85,13 @@ PRETRAIN_RECIPE = [
 # Probe the tokens of all four tiny blocks, concatenated; one random encoder per seed.
 EVAL_DEFAULTS = ["linear.feature_blocks=4", "run.random_init_seed=null"]
 
-from bench.pairs import paired_scores, sign_flip_p  # noqa: E402  (the exact paired test; pools runs too)
-from hqjepa.config import load_config, parse_override  # noqa: E402
-from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config  # noqa: E402
-from hqjepa.eval.geobench import TASKS, GeoBenchFormatError, GeoBenchTask  # noqa: E402
-from hqjepa.eval.report import summarize, write_report  # noqa: E402
-from hqjepa.eval.runner import EvalJob, feature_seeds, run_extract, run_linear  # noqa: E402
-from hqjepa.eval.synth_geobench import write_benchmark  # noqa: E402
-from hqjepa.pretrain_local import steps_per_epoch  # noqa: E402
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -253,6 +265,7 @@ def paired_deltas(records: list[dict], task: str) -> list[float | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     args = parse_args(argv)
     if args.threads:
         import torch
@@ -274,12 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             except GeoBenchFormatError as exc:
                 raise SystemExit(
                     f"--benchmark {args.benchmark}: {exc} (write it with "
-                    "bench.learning.write_geobench, as bench/learning_gpu.sh does)"
+                    "experiments.learning.write_geobench, as experiments/learning_gpu.sh does)"
                 ) from None
     checkpoints, budget = pretrained_encoders(args, out)
     if args.pretrain_only:
         print(
-            json.dumps(
+            record(
                 {
                     "pretrained": [str(c) for c in checkpoints],
                     "first_seed": args.first_seed,
@@ -292,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.time()
     bench = Path(args.benchmark) if args.benchmark else out / "geobench"
-    if not args.benchmark:  # else written once by write_geobench (bench/learning_gpu.sh)
+    if not args.benchmark:  # else written once by write_geobench (experiments/learning_gpu.sh)
         write_geobench(bench, tasks, args.samples, args.segmentation_samples)
     synth_seconds = time.time() - t0
 
@@ -352,15 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             row["delta"] = None
             row["errors"] = pre["errors"] + rnd["errors"]
-        print(json.dumps(row), flush=True)
+        print(record(row), flush=True)
     paths = write_report(
         out / "eval",
         records,
         {"checkpoints": [str(c) for c in checkpoints], "benchmark_dir": str(bench), "eval_config": config, **budget},
         {"checkpoint": "HQ-JEPA (pretrained)", "random-init": "Random init (same arch.)"},
     )
+    results = Path(paths["results"])  # results.json carries this run's provenance too
+    results.write_text(json.dumps({**PROVENANCE, **json.loads(results.read_text())}, indent=1) + "\n")
     print(
-        json.dumps(
+        record(
             {
                 "summary": True,
                 "config": args.config,

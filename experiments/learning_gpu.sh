@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# More learning-signal pairs on one GPU machine: bench/learning.py's default recipe for seeds
+# More learning-signal pairs on one GPU machine: experiments/learning.py's default recipe for seeds
 # FIRST..FIRST+N-1 at once, one process per seed, then the probes of every seed at once.
 #   1. N x `learning.py --pretrain-only --device cuda --first-seed s --pretrain-seeds 1` (fp32, TF32
 #      off: the CPU recipe's weights at step 0, scenes, order and masks), while learning.py's
 #      write_geobench writes the benchmark once (SAMPLES / SEG_SAMPLES, its defaults);
 #   2. N x `learning.py --checkpoint <run s> --first-seed s --seeds 1 --benchmark <it> --device cuda`
 #      (random encoder s against pretraining run s, as on the CPU), PROBE_JOBS at a time;
-#   3. bench/pairs.py over the seeds that finished.
+#   3. experiments/pairs.py over the seeds that finished.
 #
-#   FIRST=9 N=12 TASKS=m-brick-kiln,m-cashew-plant OUT=runs/learning_gpu bench/learning_gpu.sh
-#   DEVICE=cpu N=2 EXTRA="--max-steps 2" SAMPLES=40 SEG_SAMPLES=8 bench/learning_gpu.sh   # a smoke run
+#   FIRST=9 N=12 TASKS=m-brick-kiln,m-cashew-plant OUT=runs/learning_gpu experiments/learning_gpu.sh
+#   DEVICE=cpu N=2 EXTRA="--max-steps 2" SAMPLES=40 SEG_SAMPLES=8 experiments/learning_gpu.sh   # a smoke run
+# Run it from the repository root: it calls `python -m experiments.learning` and `-m experiments.pairs`.
 # Writes OUT/seed<s>/ (learning.py's OUT), OUT/seed<s>.jsonl and OUT/pretrain<s>.jsonl (their
 # stdout), OUT/pairs.jsonl, and for carrying back OUT/results.tar.gz (everything but the weights)
 # and OUT/exports<k>.tar (the encoder exports, four per file). DEADLINE (seconds) ends both phases;
@@ -21,9 +22,10 @@
 # in the 173 s left (why was not looked into: the lease was spent). The exports came back and were
 # probed on a 2-core CPU instead (~2 min per seed on m-brick-kiln, 5-8 min on m-cashew-plant). So on
 # such a machine, give pretraining the whole call and probe elsewhere with --checkpoint.
+# That run's records and what they showed: experiments/learning_signal/ (gpu_seeds9-22/).
 set -u
 FIRST=${FIRST:-9}; N=${N:-12}; TASKS=${TASKS:-m-brick-kiln,m-cashew-plant}
-SAMPLES=${SAMPLES:-4000}; SEG_SAMPLES=${SEG_SAMPLES:-200}   # bench/learning.py's defaults
+SAMPLES=${SAMPLES:-4000}; SEG_SAMPLES=${SEG_SAMPLES:-200}   # experiments/learning.py's defaults
 DEVICE=${DEVICE:-cuda}; OUT=${OUT:-runs/learning_gpu}; PY=${PYTHON:-python3}
 DEADLINE=${DEADLINE:-540}; PRETRAIN_DEADLINE=${PRETRAIN_DEADLINE:-400}; WATCH=${WATCH:-20}
 STEPS=${STEPS:-768}; PROBE_JOBS=${PROBE_JOBS:-8}; EXTRA=${EXTRA:-}
@@ -38,19 +40,19 @@ seeds=$(seq "$FIRST" $(( FIRST + N - 1 )))
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'; nproc; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 # fail in seconds, not after the pretraining, where the machine lacks a package or the device
-$PY -c "import torch, bench.learning, hqjepa.pretrain_local, hqjepa.eval.runner
+$PY -c "import torch, experiments.learning, hqjepa.pretrain_local, hqjepa.eval.runner
 assert '$DEVICE' == 'cpu' or torch.cuda.is_available(), 'no CUDA device'" || exit 2
 
 stamp "writing the benchmark ($TASKS, $SAMPLES samples) and pretraining seeds $FIRST..$(( FIRST + N - 1 ))"
 rm -rf "$OUT/geobench" "$OUT/geobench.tmp"
-( $PY -c 'import sys; from pathlib import Path; from bench.learning import write_geobench
+( $PY -c 'import sys; from pathlib import Path; from experiments.learning import write_geobench
 write_geobench(Path(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4]))' \
     "$OUT/geobench.tmp" "$TASKS" "$SAMPLES" "$SEG_SAMPLES" && mv "$OUT/geobench.tmp" "$OUT/geobench" ) \
     > "$OUT/geobench.log" 2>&1 &
 writer=$!
 declare -A pid_of
 for s in $seeds; do
-  timeout "$(left)" $PY bench/learning.py --pretrain-only --device "$DEVICE" --first-seed "$s" \
+  timeout "$(left)" $PY -m experiments.learning --pretrain-only --device "$DEVICE" --first-seed "$s" \
       --pretrain-seeds 1 --threads 1 --out "$OUT/seed$s" $EXTRA > "$OUT/pretrain$s.jsonl" 2> "$OUT/pretrain$s.err" &
   pid_of[$s]=$!
 done
@@ -101,7 +103,7 @@ stamp "pretrained: ${done_seeds[*]:-none}"
 for s in "${done_seeds[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$PROBE_JOBS" ]; do wait -n; done
   [ "$(left)" -gt 0 ] || { stamp "seed $s: no time left to probe"; continue; }
-  timeout "$(left)" $PY bench/learning.py --checkpoint "$OUT/seed$s/pretrain_seed$s/export.pt" \
+  timeout "$(left)" $PY -m experiments.learning --checkpoint "$OUT/seed$s/pretrain_seed$s/export.pt" \
       --first-seed "$s" --seeds 1 --tasks "$TASKS" --samples "$SAMPLES" --segmentation-samples "$SEG_SAMPLES" \
       --benchmark "$OUT/geobench" \
       --device "$DEVICE" --threads 1 --out "$OUT/seed$s" $EXTRA > "$OUT/seed$s.jsonl" 2> "$OUT/seed$s.err" &
@@ -114,7 +116,7 @@ for s in "${done_seeds[@]}"; do
   [ -f "$OUT/seed$s/eval/results.json" ] && results+=("$OUT/seed$s/eval/results.json")
 done
 if [ ${#results[@]} -gt 0 ]; then
-  $PY bench/pairs.py "${results[@]}" > "$OUT/pairs.jsonl" && cat "$OUT/pairs.jsonl"
+  $PY -m experiments.pairs "${results[@]}" > "$OUT/pairs.jsonl" && cat "$OUT/pairs.jsonl"
 fi
 stamp "${#results[@]} of $N seeds probed"
 # for carrying back: the small files, and the encoders four to a file

@@ -1,7 +1,7 @@
 """Which loss term actually steers the encoder? Per-term gradient norms on the student.
 
-    python bench/grad_share.py [--config configs/tiny.yaml] [--set loss.w_sig_ctx=0.2 ...]
-                               [--checkpoint RUN/checkpoint.pt] [--batches 4]
+    python -m experiments.grad_share [--config configs/tiny.yaml] [--set loss.w_sig_ctx=0.2 ...]
+                                     [--checkpoint RUN/checkpoint.pt] [--batches 4]
 
 For `--batches` synthetic batches (the config's batch size, masks drawn as in training), each
 term's *weighted* gradient w_i dL_i/dtheta is taken separately and its norm printed for the
@@ -22,18 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hqjepa.config import load_config, parse_override
+from hqjepa.data.dataset import SyntheticPairs
+from hqjepa.masks.multiblock import sample_masks
+from hqjepa.models.hqjepa import HQJEPA
+from hqjepa.provenance import provenance
 
-from hqjepa.config import load_config, parse_override  # noqa: E402
-from hqjepa.data.dataset import SyntheticPairs  # noqa: E402
-from hqjepa.masks.multiblock import sample_masks  # noqa: E402
-from hqjepa.models.hqjepa import HQJEPA  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
 
 
 def grad_norm(params: list[torch.nn.Parameter]) -> float:
@@ -57,7 +64,7 @@ def term_gradients(model: HQJEPA, batch: dict[str, torch.Tensor], step: int) -> 
             "student": grad_norm(student),
             "predictor": grad_norm(predictor),
         }
-        for acc, p in zip(total, student):
+        for acc, p in zip(total, student, strict=True):
             if p.grad is not None:
                 acc += p.grad
     model.zero_grad(set_to_none=True)
@@ -65,6 +72,7 @@ def term_gradients(model: HQJEPA, batch: dict[str, torch.Tensor], step: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -99,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     all_student = sum(r["student"] for r in sums.values())
     for name, row in sums.items():
         print(
-            json.dumps(
+            record(
                 {
                     "term": name,
                     "loss": round(row["loss"], 4),
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print(
-        json.dumps(
+        record(
             {
                 "summary": True,
                 "config": args.config,

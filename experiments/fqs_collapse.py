@@ -21,8 +21,8 @@ Configurations (`--configs`):
 
 Prints JSON lines: one per logged step, then one summary per configuration and seed.
 
-    .venv/bin/python bench/fqs_collapse.py                     # both configurations, 2 seeds
-    .venv/bin/python bench/fqs_collapse.py --steps 3000 --lr 1e-3 --log-every 1 --configs trainable
+    python -m experiments.fqs_collapse                     # both configurations, 2 seeds
+    python -m experiments.fqs_collapse --steps 3000 --lr 1e-3 --log-every 1 --configs trainable
 """
 
 from __future__ import annotations
@@ -35,8 +35,17 @@ import torch
 from torch import Tensor, nn
 
 from hqjepa.losses.fqs import shuffled_pairs
+from hqjepa.provenance import provenance
 from hqjepa.quantum.head import FQSHead
 from hqjepa.quantum.statevector import register_state
+
+PROVENANCE: dict[str, str] = {}  # this run's commit, command and date; main() fills it
+
+
+def record(row: dict) -> str:
+    """`row` as one JSON line, with this run's provenance merged in."""
+    return json.dumps({**row, **PROVENANCE})
+
 
 _SUMMARY = ("heldout_loss", "heldout_gap", "angle_student", "angle_teacher", "diversity_student", "diversity_teacher")
 
@@ -116,7 +125,7 @@ def run(config: str, seed: int, args: argparse.Namespace) -> dict:
             }
             history.append(row)
             if not args.quiet:
-                print(json.dumps(row), flush=True)
+                print(record(row), flush=True)
             if first_low is None and float(ev.loss) < args.low:
                 first_low = row
         if step < args.steps:
@@ -137,7 +146,8 @@ def run(config: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="trainable,frozen")
     parser.add_argument("--seeds", type=int, default=2)
@@ -157,11 +167,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (the ops are small: 1 is fastest on a shared CPU)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for config in args.configs.split(","):
         for seed in range(args.seeds):
-            print(json.dumps(run(config, seed, args)), flush=True)
+            print(record(run(config, seed, args)), flush=True)
 
 
 if __name__ == "__main__":
