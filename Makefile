@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install pretrain test clean cluster-token cluster-local submit cluster-stop
+.PHONY: install pretrain test lint clean cluster-token cluster-local submit cluster-stop
 
 $(STAMP): pyproject.toml
 	$(PY_SYS) -m venv $(VENV)
@@ -18,7 +18,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
+
+# ruff (lint rules and formatting, configured in pyproject.toml) and a byte-compile of every file,
+# so that a file no test imports still has to parse. LINT_ROOT lets a test lint a planted tree.
+LINT_ROOT ?= .
+VENV_BIN  := $(abspath $(VENV))/bin
+lint:
+	cd $(LINT_ROOT) && $(VENV_BIN)/ruff check --quiet . && $(VENV_BIN)/ruff format --check --quiet .
+	cd $(LINT_ROOT) && $(VENV_BIN)/python -m compileall -q -x '/(\.venv|\.git|runs)/' .
 
 # The main job on synthetic data with an embedded local Ray: 2 CPU workers, configs/tiny.yaml.
 # Artifacts: runs/tiny/{export.pt, metrics.csv, losses.png, summary.json, step_*/}.
