@@ -1,5 +1,5 @@
 """`ray job submit` to a local head with token authentication (Ray 2.60) runs the pretraining job
-and leaves its artifacts under --storage (README: "Run on a local head")."""
+and leaves its artifacts under --storage (what `make cluster-local submit` does by hand)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,8 @@ def test_top_level_layout():
         "configs",
         "cluster",
         "bench",
+        "experiments",
+        "docs",
         "tests",
         "pyproject.toml",
         "README.md",

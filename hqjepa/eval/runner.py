@@ -10,7 +10,7 @@ Encoders: "checkpoint" loads `hqjepa.checkpoint.load_encoder(path, expect=<model
 `torch.manual_seed(run.random_init_seed)`: one fixed random encoder, as the checkpoint is one
 fixed trained encoder, so seeds vary the head / fine-tuning only, alike for both. With
 `run.random_init_seed: null` seed i draws random encoder i instead, so the baseline's mean and std
-cover the spread of random encoders too (what `bench/learning.py` compares against).
+cover the spread of random encoders too (what `experiments/learning.py` compares against).
 """
 
 from __future__ import annotations
