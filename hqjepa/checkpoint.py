@@ -5,7 +5,9 @@ Two kinds of file, each tagged with a `format` string:
   fusion, FQS head, adaptive weights), optimiser, step counters, RNG states and the config; enough
   to continue a run exactly. Written atomically (temporary file in the same directory + rename).
 - encoder export (`hqjepa-encoder/1`): the student encoder's state dict and its config, what
-  GeoBench evaluation needs.
+  GeoBench evaluation needs; optionally (`band_stats`, files written before it have none) the
+  per-band mean and std its inputs were normalised with, and (`provenance`) the commit, command and
+  date of the process that wrote it.
 
 A file from another architecture (different model section) or a truncated file is refused with a
 `CheckpointError` that says which.
@@ -15,14 +17,20 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hqjepa.config import Config, ConfigError, config_from_dict
+
+if TYPE_CHECKING:
+    from hqjepa.data.transforms import BandStats
 
 TRAIN_FORMAT = "hqjepa-train/1"
 ENCODER_FORMAT = "hqjepa-encoder/1"
@@ -159,17 +167,68 @@ def load_training_state(
 # --- encoder export --------------------------------------------------------------------------------
 
 
-def export_encoder(path: str | Path, encoder: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
-    """Write `encoder` as a plain state dict with its config and `extra`, ready for evaluation."""
+def _git_commit() -> str | None:
+    """HEAD of the git checkout this package runs from, with "-dirty" if tracked files changed; None
+    outside a checkout or without git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def current_provenance() -> dict:
+    """{"commit", "command", "date"} of this process: `hqjepa.provenance.provenance()` where that
+    module exists, else the checkout's git commit (None outside one), sys.argv and the UTC time."""
+    try:
+        from hqjepa.provenance import provenance
+    except ImportError:
+        return {
+            "commit": _git_commit(),
+            "command": " ".join(sys.argv),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    return dict(provenance())
+
+
+def export_encoder(
+    path: str | Path, encoder: torch.nn.Module, cfg: Config, extra: dict | None = None, stats: BandStats | None = None
+) -> None:
+    """Write `encoder` as a plain state dict with its config, `extra` and this process's
+    `provenance` (`current_provenance()`), ready for evaluation. `stats`: the per-band mean and std
+    its inputs were normalised with, x' = (x - mean_b) / std_b in the units the data is stored in
+    (S2: reflectance x 1e4), saved as `band_stats` {band: {"mean", "std"}} so the encoder can be
+    used outside this package."""
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    atomic_save({"format": ENCODER_FORMAT, "config": cfg.to_dict(), "encoder": state, "extra": extra or {}}, path)
+    obj = {
+        "format": ENCODER_FORMAT,
+        "config": cfg.to_dict(),
+        "encoder": state,
+        "extra": extra or {},
+        "provenance": current_provenance(),
+    }
+    if stats is not None:
+        obj["band_stats"] = stats.to_dict()
+    atomic_save(obj, path)
 
 
-def export_trained_encoder(path: str | Path, core: torch.nn.Module, cfg: Config, extra: dict | None = None) -> None:
+def export_trained_encoder(
+    path: str | Path, core: torch.nn.Module, cfg: Config, extra: dict | None = None, stats: BandStats | None = None
+) -> None:
     """Export the encoder `cfg.train.export_encoder` names from an HQ-JEPA model (`core.teacher`, the
-    EMA target encoder, by default: I-JEPA evaluates its target encoder; `core.student` otherwise)."""
+    EMA target encoder, by default: I-JEPA evaluates its target encoder; `core.student` otherwise),
+    with the band statistics `stats` the run normalised its inputs with (see `export_encoder`)."""
     which = cfg.train.export_encoder
-    export_encoder(path, getattr(core, which), cfg, {**(extra or {}), "encoder": which})
+    export_encoder(path, getattr(core, which), cfg, {**(extra or {}), "encoder": which}, stats)
 
 
 def load_encoder(
@@ -178,6 +237,19 @@ def load_encoder(
     """Build the encoder a file describes and load its weights. Accepts an encoder export or a
     training-state checkpoint (the encoder its `train.export_encoder` names: teacher by default).
     `expect` refuses a different architecture."""
+    encoder, cfg, _ = load_encoder_with_meta(path, map_location, expect)
+    return encoder, cfg
+
+
+def load_encoder_with_meta(
+    path: str | Path, map_location: str | torch.device = "cpu", expect: Config | None = None
+) -> tuple[torch.nn.Module, Config, dict]:
+    """`load_encoder` plus what else the file carries: {"format": its format tag, "band_stats":
+    a BandStats, or None when the file has none (training states, exports from before they were
+    recorded), "step": the training step (None if unrecorded), "extra": the export's `extra` dict
+    (step, encoder), or a training state's, "provenance": the writing process's commit, command
+    and date (None if unrecorded)}."""
+    from hqjepa.data.transforms import BandStats
     from hqjepa.models.encoder import build_encoder
 
     path = Path(path)
@@ -198,4 +270,12 @@ def load_encoder(
         check_architecture(path, cfg, expect)
     encoder = build_encoder(cfg.model)
     _load_module_state(path, encoder, state, "encoder its config describes")
-    return encoder.to(map_location), cfg
+    stats, extra = obj.get("band_stats"), dict(obj.get("extra") or {})
+    meta = {
+        "format": obj["format"],
+        "band_stats": BandStats.from_dict(stats) if stats else None,
+        "step": obj.get("step", extra.get("step")),
+        "extra": extra,
+        "provenance": obj.get("provenance"),
+    }
+    return encoder.to(map_location), cfg, meta
