@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-bigearthnet": ("hqjepa.data.synth_archive", "write a synthetic BigEarthNet archive (v1 or v2 layout)"),
     "synth-geobench": ("hqjepa.eval.synth_geobench", "write small GeoBench-format versions of the six tasks"),
     "pretrain-local": ("hqjepa.pretrain_local", "pretrain on synthetic pairs in one process (no Ray)"),
+    "export": ("hqjepa.portable", "write an encoder artifact (model.safetensors + config.json) from export.pt"),
 }
 
 

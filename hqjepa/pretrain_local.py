@@ -6,11 +6,13 @@
 Writes to --out: metrics.csv (every step: the four losses, the FQS collapse gap, lr, EMA momentum,
 samples/s, data-wait fraction), tensorboard/, checkpoint.pt (training state, every
 `train.checkpoint_every` steps and at the end), export.pt (the encoder `train.export_encoder`
-names, the EMA teacher by default, for evaluation), losses.png (the four loss curves) and
-config.yaml. The data order and the masks are seeded per epoch, so `--resume` continues exactly
-where the run stopped. `--device cuda` trains on the GPU: the model is built on the CPU first, so
-`optim.seed` gives the same initial weights, scenes, order and masks on either device (with
-`optim.precision: fp32` cuDNN's TF32 is switched off too, so fp32 means fp32; `auto` is bf16 there).
+names, the EMA teacher by default, for evaluation, with the band statistics it was trained with),
+encoder/ (the same encoder as a portable artifact, model.safetensors + config.json:
+`hqjepa.load_pretrained`), losses.png (the four loss curves) and config.yaml. The data order and
+the masks are seeded per epoch, so `--resume` continues exactly where the run stopped.
+`--device cuda` trains on the GPU: the model is built on the CPU first, so `optim.seed` gives the
+same initial weights, scenes, order and masks on either device (with `optim.precision: fp32`
+cuDNN's TF32 is switched off too, so fp32 means fp32; `auto` is bf16 there).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from hqjepa.engine import Trainer
 from hqjepa.loop import FaultInjector, run_steps
 from hqjepa.models.hqjepa import HQJEPA
 from hqjepa.plotting import plot_losses
+from hqjepa.portable import export_artifact
 from hqjepa.runlog import RunLog
 
 
@@ -148,7 +151,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         log.close()
-    export_trained_encoder(out / "export.pt", trainer.core, cfg, {"step": trainer.step})
+    stats = _synthetic_pairs(cfg.data.synthetic_pairs, cfg.optim.seed, cfg.data.synthetic_classes).stats
+    export_trained_encoder(out / "export.pt", trainer.core, cfg, {"step": trainer.step}, stats=stats)
+    export_artifact(out / "export.pt", out / "encoder", run=str(out))
     plot_losses(out / "metrics.csv", out / "losses.png", title=f"HQ-JEPA {Path(args.config).stem}")
     summary = {
         "steps": trainer.step,
@@ -156,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
         "run_dir": str(out),
         "checkpoint": str(ckpt),
         "export": str(out / "export.pt"),
+        "encoder": str(out / "encoder"),
         "plot": str(out / "losses.png"),
     }
     print(json.dumps(summary))
