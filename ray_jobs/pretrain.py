@@ -22,7 +22,9 @@ The story of a run:
    --resume RUN_DIR continues a stopped run. Either way training resumes at the step after the
    checkpoint, skipping the micro-batches that step had already consumed.
 7. At the end the driver writes RUN_DIR/export.pt (the EMA target encoder, or the student with
-   `--set train.export_encoder=student`, and the config, ready for `ray_jobs/evaluate.py`), metrics.csv,
+   `--set train.export_encoder=student`, its config and the band statistics it was trained with,
+   ready for `ray_jobs/evaluate.py`), RUN_DIR/encoder/ (the same encoder as a portable artifact:
+   model.safetensors + config.json, for `hqjepa.load_pretrained` and torch.hub), metrics.csv,
    losses.png and summary.json, and prints the summary.
 """
 
@@ -51,6 +53,8 @@ from hqjepa.config import Config, ConfigError, config_from_dict, load_config, pa
 STATE_FILE = "state.pt"
 EXPORT_FILE = "export.pt"
 SMOOTHING_WINDOW = 20  # steps in `loss_smooth`, the checkpoint score
+STATS_SPLIT = "train"  # whose band statistics normalise the inputs (training_dataset's default)
+ARTIFACT_DIR = "encoder"  # the portable encoder (model.safetensors + config.json) beside export.pt
 
 
 # --- worker code ------------------------------------------------------------------------------------
@@ -75,12 +79,22 @@ class StepReporter:
     """
 
     def __init__(
-        self, trainer, cfg: Config, *, rank: int, world: int, max_steps: int, log_dir: Path, tensorboard_dir: str | None
+        self,
+        trainer,
+        cfg: Config,
+        *,
+        rank: int,
+        world: int,
+        max_steps: int,
+        log_dir: Path,
+        tensorboard_dir: str | None,
+        band_stats=None,
     ) -> None:
         from hqjepa.runlog import RunLog
 
         self.trainer, self.cfg, self.rank, self.world, self.max_steps = trainer, cfg, rank, world, max_steps
         self.log_dir = log_dir
+        self.band_stats = band_stats  # what the stream normalised with; export.pt carries it
         self.window: list[float] = []
         self.log = RunLog(log_dir, tensorboard=False, resume_step=trainer.step) if rank == 0 else None
         self.tb = None
@@ -125,8 +139,10 @@ class StepReporter:
         with tempfile.TemporaryDirectory() as tmp:
             save_training_state(Path(tmp) / STATE_FILE, self.trainer)
             shutil.copy(self.log_dir / "metrics.csv", Path(tmp) / "metrics.csv")
-            if step == self.max_steps:
-                export_trained_encoder(Path(tmp) / EXPORT_FILE, self.trainer.core, self.cfg, {"step": step})
+            if step == self.max_steps:  # with the statistics the inputs were normalised with
+                export_trained_encoder(
+                    Path(tmp) / EXPORT_FILE, self.trainer.core, self.cfg, {"step": step}, stats=self.band_stats
+                )
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{step:07d}")
 
     def close(self) -> None:
@@ -140,6 +156,7 @@ def train_loop(config: dict) -> None:
     import torch
 
     from hqjepa.checkpoint import load_training_state
+    from hqjepa.data.shards import band_stats, load_manifest
     from hqjepa.engine import Trainer
     from hqjepa.loop import FaultInjector, run_steps
     from hqjepa.models.hqjepa import HQJEPA
@@ -171,6 +188,7 @@ def train_loop(config: dict) -> None:
         max_steps=config["max_steps"],
         log_dir=log_dir,
         tensorboard_dir=config.get("tensorboard_dir"),
+        band_stats=band_stats(load_manifest(config["shard_dir"]), STATS_SPLIT),
     )
 
     shard = ray.train.get_dataset_shard("train")
@@ -280,7 +298,9 @@ def pretrain(
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = cfg.data.deterministic  # deterministic split across ranks
-    dataset = training_dataset(shard_dir, split=cfg.data.split, shuffle_files=not cfg.data.deterministic)
+    dataset = training_dataset(
+        shard_dir, split=cfg.data.split, stats_split=STATS_SPLIT, shuffle_files=not cfg.data.deterministic
+    )
 
     cluster_cpus = ray.cluster_resources().get("CPU", 1)
     cpus = cpus_per_worker or max(0.5, min(4.0, (cluster_cpus - 1) / workers))
@@ -359,6 +379,11 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
             for f in (EXPORT_FILE, "metrics.csv"):
                 if (Path(d) / f).exists():
                     shutil.copy(Path(d) / f, run_dir / f)
+        if (run_dir / EXPORT_FILE).exists():  # the portable encoder: torch + safetensors, no hqjepa install
+            from hqjepa.portable import export_artifact
+
+            export_artifact(run_dir / EXPORT_FILE, run_dir / ARTIFACT_DIR, run=name)
+            summary["encoder"] = str(run_dir / ARTIFACT_DIR)
         if (run_dir / "metrics.csv").exists():
             plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {title}")
         summary.update(

@@ -99,6 +99,26 @@ def test_two_workers_reach_the_step_count_and_write_loadable_artifacts(runs):
     assert "step_0000006" in kept and len(kept) <= 3
 
 
+def test_the_run_writes_the_portable_encoder_with_the_manifests_statistics(runs):
+    """RUN/encoder/ loads with torch + safetensors: its tokens are export.pt's, its mean and std the
+    shards' train-split statistics that the Ray Data stream normalised with."""
+    import hqjepa
+    from hqjepa.data.shards import band_stats, load_manifest
+
+    tmp, cache, clean, _ = runs
+    run = tmp / "clean"
+    assert clean["encoder"] == str(run / "encoder")
+    portable = hqjepa.load_pretrained(run / "encoder")
+    encoder, _ = load_encoder(run / "export.pt")
+    (manifest,) = [load_manifest(p.parent) for p in cache.rglob("_manifest.json")]
+    mean, std = band_stats(manifest, "train").vectors(portable.bands)
+    assert torch.allclose(portable.mean.flatten().double(), torch.as_tensor(mean).double(), rtol=1e-6)
+    assert torch.allclose(portable.std.flatten().double(), torch.as_tensor(std).double(), rtol=1e-6)
+    x = torch.randn(2, 12, 120, 120)
+    with torch.no_grad():
+        assert torch.equal(portable.forward_features(x), encoder(x))
+
+
 def test_worker_killed_mid_run_is_survived_with_the_same_losses(runs):
     tmp, _, _, faulted = runs
     run = tmp / "faulted"
@@ -135,18 +155,11 @@ def test_resume_continues_the_step_count(runs):
     assert Path(summary["latest_checkpoint"]).name == "step_0000008"
 
 
-def test_bad_config_fails_before_ray_starts(tmp_path):
-    from hqjepa.config import ConfigError
+def test_bad_config_fails_before_ray_starts(tmp_path, capsys, monkeypatch):
     from ray_jobs import pretrain
 
-    with pytest.raises(ConfigError, match=r"mask.target_scale\[1\] = 1.5"):
-        pretrain.main(
-            [
-                "--config",
-                str(ROOT / "configs/tiny.yaml"),
-                "--set",
-                "mask.target_scale=[0.1, 1.5]",
-                "--storage",
-                str(tmp_path),
-            ]
-        )
+    monkeypatch.setattr(pretrain, "start_ray", lambda *_a, **_k: pytest.fail("Ray was started"))
+    argv = ["--config", str(ROOT / "configs/tiny.yaml"), "--set", "mask.target_scale=[0.1, 1.5]"]
+    assert pretrain.main([*argv, "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "pretrain: error: mask.target_scale[1] = 1.5: must be in (0, 1]\n"
