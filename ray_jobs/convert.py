@@ -2,10 +2,13 @@
 
     python ray_jobs/convert.py --archive /data/BigEarthNet --out /data/ben-shards [--layout auto|v1|v2]
                                [--shard-size 256] [--workers N] [--max-new-shards K]
+                               [--exclude-list FILE ...] [--exclude-flagged]
 
 The story of a run:
 1. scan the archive and group its S1/S2 pairs into shards (`hqjepa.data.convert.plan_conversion`);
-   shards finished by an earlier run are kept, leftover temporary files are deleted;
+   shards finished by an earlier run are kept, leftover temporary files are deleted; pairs named
+   by an `--exclude-list` file or (reBEN) flagged for snow or cloud with `--exclude-flagged` are
+   left out and recorded with their reason in `_excluded.jsonl`;
 2. one Ray task per missing shard reads its pairs with rasterio, quarantines bad ones and writes the
    shard atomically (`convert_shard`); a progress bar advances as tasks finish;
 3. the manifest and `_quarantine.jsonl` are written from all shard footers (`finalise`), and one
@@ -30,6 +33,7 @@ from tqdm import tqdm
 
 from hqjepa.data.bigearthnet import NotBigEarthNetError
 from hqjepa.data.convert import convert_shard, finalise, plan_conversion
+from hqjepa.data.exclusions import EXCLUDED
 from hqjepa.data.shards import ShardError
 
 
@@ -37,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     try:
-        plan = plan_conversion(args.archive, args.out, args.layout, args.shard_size)
+        plan = plan_conversion(
+            args.archive, args.out, args.layout, args.shard_size, args.exclude_list or (), args.exclude_flagged
+        )
     except (NotBigEarthNetError, ShardError, ValueError) as e:
         print(f"convert: error: {e}", file=sys.stderr)
         return 2
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.layout} archive: {len(plan.scan.pairs)} pairs in {len(plan.tasks)} shards "
         f"({len(plan.done)} already converted), {len(plan.scan.problems)} pairs unpaired"
     )
+    _report_exclusions(plan)
 
     todo = plan.pending if args.max_new_shards is None else plan.pending[: args.max_new_shards]
     results = list(plan.done)
@@ -70,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _report_exclusions(plan) -> None:
+    ex = plan.exclusions
+    if ex is None or not (ex.excluded or ex.lists or ex.flagged):
+        return
+    sources = ", ".join(f"{k}: {v}" for k, v in ex.summary()["excluded_by_source"].items()) or "none matched"
+    print(f"excluding {len(ex.excluded)} pairs ({sources}); see {EXCLUDED}")
+    for use in ex.lists:
+        if use.unknown:
+            shown = ", ".join(use.unknown[:3]) + (" ..." if len(use.unknown) > 3 else "")
+            print(f"convert: warning: {use.path}: {len(use.unknown)} of {use.names} names match no pair here ({shown})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -92,6 +111,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="stop after converting this many new shards (convert a big archive in installments)",
+    )
+    p.add_argument(
+        "--exclude-list",
+        action="append",
+        metavar="FILE",
+        help="leave out the pairs this file names (one S2 or S1 patch name per line, e.g. BigEarthNet "
+        "v1.0's patches_with_seasonal_snow.csv); repeatable; recorded in _excluded.jsonl",
+    )
+    p.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="v2.0 (reBEN): leave out pairs whose metadata sets contains_seasonal_snow or "
+        "contains_cloud_or_shadow; recorded in _excluded.jsonl",
     )
     return p.parse_args(argv)
 

@@ -25,6 +25,8 @@ v2.0 (reBEN):
     ROOT/Reference_Maps/<tile>/<patch_id>/<patch_id>_reference_map.tif   (not read here)
     ROOT/metadata.parquet: patch_id, labels (19-class names), split (train/validation/test),
         country, s1_name, s2v1_name, contains_seasonal_snow, contains_cloud_or_shadow
+    ROOT/metadata_for_patches_with_snow_cloud_or_shadow.parquet   optional, the same columns: the
+        patches reBEN flags (read too when present; `--exclude-flagged` leaves them out)
 
 Sources checked: the BigEarthNet guide's example patches (kai-tub/ben-docs), bigearthnet_common's
 JSON key sets, torchgeo's BigEarthNet/BigEarthNetV2 loaders, and the reBEN pipeline
@@ -53,6 +55,9 @@ S1_V1_DIR = "BigEarthNet-S1-v1.0"
 S2_V2_DIR = "BigEarthNet-S2"
 S1_V2_DIR = "BigEarthNet-S1"
 V2_METADATA = "metadata.parquet"
+# reBEN publishes the patches with seasonal snow, cloud or cloud shadow in a second file, same columns
+V2_FLAGGED_METADATA = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+V2_FLAG_COLUMNS = ("contains_seasonal_snow", "contains_cloud_or_shadow")
 V2_REFERENCE_MAPS = "Reference_Maps"
 V1_SPLIT_FILES = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
 V2_METADATA_COLUMNS = (
@@ -96,6 +101,9 @@ class PairRecord:
     labels19: tuple[str, ...] | None = None  # v2: from metadata.parquet; v1: from the S2 JSON
     split: str | None = None
     country: str | None = None
+    s2v1_name: str | None = None  # v2: the pair's v1.0 S2 name (exclude lists of v1.0 use it)
+    flags: tuple[str, ...] = ()  # v2: the quality flags set in the metadata (V2_FLAG_COLUMNS)
+    flags_source: str | None = None  # v2: the metadata file the row came from
 
 
 @dataclass
@@ -253,63 +261,67 @@ def _scan_v1(root: Path) -> ArchiveScan:
     return ArchiveScan("v1", str(root), pairs, problems)
 
 
-def _scan_v2(root: Path) -> ArchiveScan:
+def _read_v2_metadata(path: Path) -> tuple[dict[str, list], int]:
     import pyarrow.parquet as pq
 
-    path = root / V2_METADATA
     try:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - any read failure means the same thing to the user
-        raise NotBigEarthNetError(f"{path}: unreadable metadata.parquet ({e})") from None
+        raise NotBigEarthNetError(f"{path}: unreadable {path.name} ({e})") from None
     missing = [c for c in ("patch_id", "labels", "s1_name") if c not in table.column_names]
     if missing:
-        raise NotBigEarthNetError(
-            f"{path}: metadata.parquet lacks columns {missing}; reBEN has {list(V2_METADATA_COLUMNS)}"
-        )
-    cols = {
-        c: table.column(c).to_pylist()
-        for c in ("patch_id", "labels", "s1_name", "split", "country")
-        if c in table.column_names
-    }
-    n = table.num_rows
+        raise NotBigEarthNetError(f"{path}: {path.name} lacks columns {missing}; reBEN has {list(V2_METADATA_COLUMNS)}")
+    wanted = ("patch_id", "labels", "s1_name", "split", "country", "s2v1_name") + V2_FLAG_COLUMNS
+    cols = {c: table.column(c).to_pylist() for c in wanted if c in table.column_names}
+    return cols, table.num_rows
+
+
+def _scan_v2(root: Path) -> ArchiveScan:
+    """Pairs of metadata.parquet and, when present, of reBEN's file of flagged (snow, cloud) patches."""
     pairs, problems = [], []
     s2_root, s1_root = root / S2_V2_DIR, root / S1_V2_DIR
-    for i in range(n):
-        pid, s1 = cols["patch_id"][i], cols["s1_name"][i]
-        s2_dir = s2_root / v2_tile_folder(pid) / pid
-        s1_dir = s1_root / v2_s1_scene_folder(s1) / s1
-        labels = tuple(cols["labels"][i] or ())
-        bad = [x for x in labels if x not in LABELS19]
-        if bad:
-            problems.append(
-                {
-                    "patch_id": pid,
-                    "s1_patch_id": s1,
-                    "path": str(path),
-                    "reason": f"unknown 19-class label {bad[0]!r} in metadata.parquet",
-                }
-            )
-        elif not s2_dir.is_dir():
-            problems.append(
-                {"patch_id": pid, "s1_patch_id": s1, "reason": "S2 partner patch absent", "path": str(s2_dir)}
-            )
-        elif not s1_dir.is_dir():
-            problems.append(
-                {"patch_id": pid, "s1_patch_id": s1, "reason": "S1 partner patch absent", "path": str(s1_dir)}
-            )
-        else:
-            pairs.append(
-                PairRecord(
-                    patch_id=pid,
-                    s1_patch_id=s1,
-                    s2_dir=str(s2_dir),
-                    s1_dir=str(s1_dir),
-                    layout="v2",
-                    labels19=labels,
-                    split=cols.get("split", [None] * n)[i],
-                    country=cols.get("country", [None] * n)[i],
+    sources = [root / V2_METADATA] + [p for p in (root / V2_FLAGGED_METADATA,) if p.is_file()]
+    for path in sources:
+        cols, n = _read_v2_metadata(path)
+        for i in range(n):
+            pid, s1 = cols["patch_id"][i], cols["s1_name"][i]
+            s2_dir = s2_root / v2_tile_folder(pid) / pid
+            s1_dir = s1_root / v2_s1_scene_folder(s1) / s1
+            labels = tuple(cols["labels"][i] or ())
+            bad = [x for x in labels if x not in LABELS19]
+            if bad:
+                problems.append(
+                    {
+                        "patch_id": pid,
+                        "s1_patch_id": s1,
+                        "path": str(path),
+                        "reason": f"unknown 19-class label {bad[0]!r} in {path.name}",
+                    }
                 )
-            )
+            elif not s2_dir.is_dir():
+                problems.append(
+                    {"patch_id": pid, "s1_patch_id": s1, "reason": "S2 partner patch absent", "path": str(s2_dir)}
+                )
+            elif not s1_dir.is_dir():
+                problems.append(
+                    {"patch_id": pid, "s1_patch_id": s1, "reason": "S1 partner patch absent", "path": str(s1_dir)}
+                )
+            else:
+                pairs.append(
+                    PairRecord(
+                        patch_id=pid,
+                        s1_patch_id=s1,
+                        s2_dir=str(s2_dir),
+                        s1_dir=str(s1_dir),
+                        layout="v2",
+                        labels19=labels,
+                        split=cols.get("split", [None] * n)[i],
+                        country=cols.get("country", [None] * n)[i],
+                        s2v1_name=cols.get("s2v1_name", [None] * n)[i],
+                        flags=tuple(f for f in V2_FLAG_COLUMNS if cols.get(f, [False] * n)[i]),
+                        flags_source=path.name,
+                    )
+                )
     return ArchiveScan("v2", str(root), pairs, problems)
 
 

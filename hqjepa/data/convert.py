@@ -12,6 +12,12 @@ unreadable or truncated GeoTIFF, a wrong shape or dtype, NaN/inf pixels, unreada
 absent S1/S2 partner goes to `_quarantine.jsonl` (one JSON object per line: patch_id, s1_patch_id,
 reason, path) and is counted in the manifest; every other pair of its group is converted.
 
+Exclusions. Pairs named by `exclude_lists` (BigEarthNet v1.0's published snow and cloud lists, or
+any list of S2/S1 patch names) or, with `exclude_flagged`, flagged in reBEN's metadata are not
+converted: each goes to `_excluded.jsonl` (patch_id, s1_patch_id, split, reason, source) and the
+manifest counts them (`excluded`, `excluded_by_source`, and per list its names, matches and names
+matching no pair of the archive).
+
 Resume. Pairs are put in a fixed pseudo-random order (a hash of the S2 patch id, see `shard_order`)
 and cut into groups of `shard_size`; group i always becomes
 `part-{i:05d}.parquet`, and its footer records a hash of the group's pair names. A rerun keeps
@@ -27,7 +33,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hqjepa.data.bigearthnet import ArchiveScan, BadPatch, PairRecord, load_pair, scan_archive
+from hqjepa.data.exclusions import EXCLUDED, ExclusionResult, apply_exclusions, read_exclude_list
 from hqjepa.data.shards import (
     BANDS,
     MANIFEST,
@@ -95,6 +102,7 @@ class ConversionPlan:
     done: list[ShardResult] = field(default_factory=list)
     pending: list[ShardTask] = field(default_factory=list)
     removed_temporaries: list[str] = field(default_factory=list)
+    exclusions: ExclusionResult | None = None  # pairs left out by exclude lists or quality flags
 
 
 @dataclass
@@ -107,11 +115,13 @@ class Summary:
     new_shards: int
     bytes: int
     seconds: float
+    excluded: int = 0
 
     @property
     def line(self) -> str:
-        """One-line human summary: pairs converted and quarantined."""
-        return f"converted {self.converted} pairs, quarantined {self.quarantined}"
+        """One-line human summary: pairs converted, quarantined and (when any) excluded."""
+        line = f"converted {self.converted} pairs, quarantined {self.quarantined}"
+        return line + (f", excluded {self.excluded}" if self.excluded else "")
 
 
 def group_hash(pairs: Iterable[PairRecord]) -> str:
@@ -145,22 +155,39 @@ def shard_order(pair: PairRecord) -> bytes:
 
 
 def plan_conversion(
-    archive: str | Path, out: str | Path, layout: str = "auto", shard_size: int = 256
+    archive: str | Path,
+    out: str | Path,
+    layout: str = "auto",
+    shard_size: int = 256,
+    exclude_lists: Sequence[str | Path] = (),
+    exclude_flagged: bool = False,
 ) -> ConversionPlan:
-    """Scan the archive, group its pairs into shards and find which shards a previous run finished."""
+    """Scan the archive, group its pairs into shards and find which shards a previous run finished.
+
+    exclude_lists: files of patch names to leave out; exclude_flagged: leave out reBEN's pairs
+    flagged for seasonal snow or cloud/shadow (`hqjepa.data.exclusions`). Excluded pairs are not
+    converted and are recorded with their reason in `_excluded.jsonl` by `finalise`."""
     if shard_size < 1:
         raise ValueError(f"shard_size = {shard_size}: must be at least 1")
+    lists = [read_exclude_list(p) for p in exclude_lists]  # a bad list fails before any work
     scan = scan_archive(archive, layout)
+    exclusions = apply_exclusions(scan, lists, exclude_flagged)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = ConversionPlan(
-        archive=str(archive), out=str(out), layout=scan.layout, shard_size=shard_size, scan=scan, tasks=[]
+        archive=str(archive),
+        out=str(out),
+        layout=scan.layout,
+        shard_size=shard_size,
+        scan=scan,
+        tasks=[],
+        exclusions=exclusions,
     )
     for p in out.iterdir():  # leftovers of an interrupted run: never visible as shards, safe to drop
         if is_temporary(p.name):
             p.unlink()
             plan.removed_temporaries.append(p.name)
-    pairs = sorted(scan.pairs, key=shard_order)
+    pairs = sorted(exclusions.pairs, key=shard_order)
     for i, start in enumerate(range(0, len(pairs), shard_size)):
         group = tuple(pairs[start : start + shard_size])
         plan.tasks.append(ShardTask(index=i, path=str(out / shard_name(i)), pairs=group, group_hash=group_hash(group)))
@@ -184,8 +211,8 @@ def plan_conversion(
             continue
         if meta.get("group_hash") != task.group_hash:
             raise ShardError(
-                f"{path}: was written for a different group of pairs (the archive or --shard-size "
-                f"changed since the previous run); use a fresh output directory"
+                f"{path}: was written for a different group of pairs (the archive, --shard-size or the "
+                f"exclusions changed since the previous run); use a fresh output directory"
             )
         plan.done.append(_result_from_meta(task, meta, path.stat().st_size))
     return plan
@@ -279,6 +306,10 @@ def finalise(plan: ConversionPlan, results: Iterable[ShardResult], seconds: floa
     tmp = out / f".{QUARANTINE}.tmp"
     tmp.write_text("".join(json.dumps(q) + "\n" for q in quarantine))
     tmp.replace(out / QUARANTINE)
+    excluded = plan.exclusions.excluded if plan.exclusions else []
+    tmp = out / f".{EXCLUDED}.tmp"
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in excluded))
+    tmp.replace(out / EXCLUDED)
 
     merged: dict[str, dict[str, list[float]]] = {}
     for r in results:
@@ -301,6 +332,9 @@ def finalise(plan: ConversionPlan, results: Iterable[ShardResult], seconds: floa
         "pairs": converted,
         "quarantined": len(quarantine),
         "quarantine_reasons": dict(Counter(_reason_kind(q["reason"]) for q in quarantine)),
+        "excluded": len(excluded),
+        "excluded_split_counts": dict(sorted(Counter(x["split"] or NO_SPLIT for x in excluded).items())),
+        **(plan.exclusions.summary() if plan.exclusions else {}),
         "split_counts": dict(sorted(split_counts.items())),
         "bytes": sum(r.bytes for r in results),
         "band_stats": band_stats,
@@ -323,6 +357,7 @@ def finalise(plan: ConversionPlan, results: Iterable[ShardResult], seconds: floa
         new_shards=sum(not r.reused for r in results),
         bytes=manifest["bytes"],
         seconds=seconds,
+        excluded=len(excluded),
     )
 
 
@@ -350,12 +385,14 @@ def convert_archive(
     max_new_shards: int | None = None,
     progress: bool = True,
     on_shard_done: Callable[[ShardResult], None] | None = None,
+    exclude_lists: Sequence[str | Path] = (),
+    exclude_flagged: bool = False,
 ) -> Summary | None:
     """Convert in this process (no Ray). Returns None when `max_new_shards` stopped it early."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    plan = plan_conversion(archive, out, layout, shard_size)
+    plan = plan_conversion(archive, out, layout, shard_size, exclude_lists, exclude_flagged)
     todo = plan.pending if max_new_shards is None else plan.pending[:max_new_shards]
     results = list(plan.done)
     with tqdm(total=len(plan.tasks), initial=len(plan.done), unit="shard", disable=not progress, desc="convert") as bar:

@@ -17,6 +17,9 @@ synthetic scene (`hqjepa.data.synthetic`) per pair:
   (CLC level-3 codes, uint16) and metadata.parquet (zstd; patch_id, labels sorted by name, split in
   train/validation/test, country, s1_name, s2v1_name, contains_seasonal_snow,
   contains_cloud_or_shadow). Like reBEN, scenes without any 19-class label are not included.
+  `flagged=k` sets the snow and/or cloud flag on k pairs (snow, cloud, both in turn); with
+  `flagged_file=True` those rows go to metadata_for_patches_with_snow_cloud_or_shadow.parquet, as
+  reBEN publishes them, instead of metadata.parquet.
 
 Tile ids, dates and product names are plausible inventions (real tiles of the covered countries).
 """
@@ -39,6 +42,7 @@ from hqjepa.data.bigearthnet import (
     S2_V1_DIR,
     S2_V2_DIR,
     V1_SPLIT_FILES,
+    V2_FLAGGED_METADATA,
     V2_METADATA,
     V2_REFERENCE_MAPS,
     band_path,
@@ -110,10 +114,22 @@ def _wkt(epsg: int) -> str:
     return CRS.from_epsg(epsg).to_wkt()
 
 
-def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0, max_classes: int = 6) -> dict:
+def write_archive(
+    out: str | Path,
+    pairs: int,
+    layout: str = "v1",
+    seed: int = 0,
+    max_classes: int = 6,
+    flagged: int = 0,
+    flagged_file: bool = False,
+) -> dict:
     """Write a synthetic archive of `pairs` S1/S2 pairs in the given layout; returns a summary dict."""
     if layout not in ("v1", "v2"):
         raise ValueError(f"layout {layout!r}: must be v1 or v2")
+    if flagged and layout != "v2":
+        raise ValueError("flagged pairs exist in the v2 layout only (v1.0 publishes lists of names instead)")
+    if not 0 <= flagged <= pairs:
+        raise ValueError(f"flagged = {flagged}: must be between 0 and the number of pairs")
     if pairs < 1:
         raise ValueError(f"pairs = {pairs}: must be at least 1")
     out = Path(out)
@@ -200,8 +216,8 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
                     "country": t.country,
                     "s1_name": s1,
                     "s2v1_name": s2v1,
-                    "contains_seasonal_snow": False,
-                    "contains_cloud_or_shadow": False,
+                    "contains_seasonal_snow": i < flagged and i % 3 in (0, 2),
+                    "contains_cloud_or_shadow": i < flagged and i % 3 in (1, 2),
                 }
             )
 
@@ -225,8 +241,13 @@ def write_archive(out: str | Path, pairs: int, layout: str = "v1", seed: int = 0
                 ("contains_cloud_or_shadow", pa.bool_()),
             ]
         )
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / V2_METADATA, compression="zstd")
-    return {"out": str(out), "layout": layout, "pairs": pairs, "seed": seed}
+        is_flagged = [r["contains_seasonal_snow"] or r["contains_cloud_or_shadow"] for r in rows]
+        clean = [r for r, f in zip(rows, is_flagged, strict=True) if not (f and flagged_file)]
+        pq.write_table(pa.Table.from_pylist(clean, schema=schema), out / V2_METADATA, compression="zstd")
+        if flagged_file:
+            dirty = [r for r, f in zip(rows, is_flagged, strict=True) if f]
+            pq.write_table(pa.Table.from_pylist(dirty, schema=schema), out / V2_FLAGGED_METADATA, compression="zstd")
+    return {"out": str(out), "layout": layout, "pairs": pairs, "seed": seed, "flagged": flagged}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -241,12 +262,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-classes", type=int, default=6, help="land-cover classes per scene, at most")
+    parser.add_argument(
+        "--flagged", type=int, default=0, help="v2: pairs flagged for seasonal snow and/or cloud or shadow"
+    )
+    parser.add_argument(
+        "--flagged-file",
+        action="store_true",
+        help="v2: flagged rows in metadata_for_patches_with_snow_cloud_or_shadow.parquet, as reBEN ships them",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Write a synthetic archive as `configure_parser` describes; exit status 0, or 2 with the error on stderr."""
     try:
-        summary = write_archive(args.out, args.pairs, args.layout, args.seed, args.max_classes)
+        summary = write_archive(
+            args.out, args.pairs, args.layout, args.seed, args.max_classes, args.flagged, args.flagged_file
+        )
     except (ValueError, FileExistsError) as e:
         print(f"hqjepa synth-bigearthnet: error: {e}", file=sys.stderr)
         return 2
