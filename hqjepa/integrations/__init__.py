@@ -1,0 +1,1 @@
+"""Bridges to other frameworks, each imported only by whoever uses that framework (terratorch)."""
