@@ -182,7 +182,7 @@ def write_artifact(
     config.json; returns `out_dir`. `stats`: the per-band mean/std training normalised with, in raw
     units (a BandStats or a manifest's {band: {"mean", "std"}}); `provenance`: commit, run, step ...
     (default: this process's commit, command and date). Weights are written first, config.json last."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from hqjepa.checkpoint import current_provenance
     from hqjepa.data.transforms import BandStats
@@ -216,7 +216,8 @@ def write_artifact(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    _replace_atomically(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": ARTIFACT_FORMAT}))
+    weights = save(state, metadata={"format": ARTIFACT_FORMAT})  # bytes: written with the umask's mode, not 0600
+    _replace_atomically(out / WEIGHTS_FILE, lambda p: p.write_bytes(weights))
     text = json.dumps(config, indent=1) + "\n"
     _replace_atomically(out / CONFIG_FILE, lambda p: p.write_text(text))
     return out

@@ -79,6 +79,8 @@ def _x(size=(40, 40), b=2, seed=1):
 
 def test_artifact_round_trip_gives_load_encoders_tokens(run, artifact):
     assert sorted(p.name for p in artifact.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    modes = {(artifact / f).stat().st_mode & 0o777 for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    assert len(modes) == 1  # the weights are as readable as any file this process writes (not 0600)
     config = json.loads((artifact / CONFIG_FILE).read_text())
     assert config["format"] == "hqjepa-portable/1" and config["bands"] == list(S2_BANDS)
     assert (config["patch_size"], config["image_size"], config["gsd_m"]) == (10, 40, 10)
