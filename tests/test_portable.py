@@ -27,7 +27,7 @@ from tests.test_model import SMALL, _batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPTH = 4
-HEAVY = ("ray", "pennylane", "optuna", "rasterio", "h5py", "terratorch")
+HEAVY = ("ray", "pennylane", "optuna", "rasterio", "h5py", "terratorch", "yaml")  # torch + safetensors only
 
 
 def tiny_config():

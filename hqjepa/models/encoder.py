@@ -9,13 +9,17 @@ encoded as its own sequence).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from hqjepa.config import ModelConfig
 from hqjepa.models.blocks import AttentionBlock, Mlp
 from hqjepa.models.mamba import BiMamba
 from hqjepa.models.pos_embed import sincos_2d
+
+if TYPE_CHECKING:  # the portable encoder (torch + safetensors only) must not need PyYAML through config
+    from hqjepa.config import ModelConfig
 
 
 class PatchEmbed(nn.Module):
