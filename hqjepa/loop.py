@@ -30,7 +30,7 @@ class FaultInjector:
     it survives a worker restart) makes the fault fire only once per run. Mode "raise" raises an
     exception in the worker; mode "exit" kills the process outright (os._exit), like an OOM kill."""
 
-    def __init__(self, step: int | None, marker: Path | None, mode: str = "raise") -> None:
+    def __init__(self, step: int | None, marker: Path | str | None, mode: str = "raise") -> None:
         env_step = os.environ.get("HQJEPA_FAIL_AT_STEP")
         self.step = int(env_step) if env_step not in (None, "") else step
         self.mode = os.environ.get("HQJEPA_FAIL_MODE", mode)
@@ -41,11 +41,12 @@ class FaultInjector:
         (writing the marker first): raise InjectedFault, or in mode "exit" end the process with status 137."""
         if self.step is None or step != self.step:
             return
-        if self.marker is not None:
-            if self.marker.exists():
+        if self.marker is not None:  # a path, or a URI for a run on an object store
+            from hqjepa.runs import storage
+
+            if storage.exists(self.marker):
                 return
-            self.marker.parent.mkdir(parents=True, exist_ok=True)
-            self.marker.write_text(f"fault injected at step {step}\n")
+            storage.write_bytes(self.marker, f"fault injected at step {step}\n".encode())
         if self.mode == "exit":
             os._exit(137)
         raise InjectedFault(f"fault injected at step {step} (train.fail_at_step / HQJEPA_FAIL_AT_STEP)")

@@ -17,6 +17,8 @@ The story of a run:
 Ray: `ray_jobs.runtime.start_ray` joins the cluster named by RAY_ADDRESS; otherwise a local instance
 with one CPU per core starts. The output directory must be reachable from every node (shared storage).
 Interrupting the run loses at most the shards in flight: run the same command again to resume.
+One converter per output directory: a second one on the same --out is refused in one line (exit 2)
+while the first lives (`OUT/.convert.lock`); the lock of one that died is taken over.
 """
 
 from __future__ import annotations
@@ -32,13 +34,27 @@ import ray
 from tqdm import tqdm
 
 from hqjepa.data.bigearthnet import NotBigEarthNetError
-from hqjepa.data.convert import convert_shard, finalise, plan_conversion
+from hqjepa.data.convert import conversion_lock, convert_shard, finalise, plan_conversion
 from hqjepa.data.exclusions import EXCLUDED
 from hqjepa.data.shards import ShardError
+from hqjepa.runs.lock import LockHeld
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        lock = conversion_lock(args.out)  # one converter per --out: planning deletes temporary shards
+    except LockHeld as e:
+        print(f"convert: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return convert(args)
+    finally:
+        lock.release()
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Steps 1-3 of the module docstring, holding the output directory's lock."""
     t0 = time.perf_counter()
     try:
         plan = plan_conversion(

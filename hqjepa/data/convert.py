@@ -25,6 +25,10 @@ every finished shard whose hash matches, deletes leftover temporary files (which
 visible under a shard name), converts only the missing shards and rewrites the manifest from all
 shard footers, so no row is ever duplicated. A shard whose hash does not match means the archive or
 `--shard-size` changed: the run stops and asks for a fresh output directory.
+
+One converter per output directory: a conversion holds `OUT/.convert.lock` (`conversion_lock`) from
+planning to the manifest, so a second one on the same `--out` is refused instead of deleting the
+first one's temporary shards; a lock left by a converter that died is taken over.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from hqjepa.data.shards import (
     write_json_atomic,
     write_shard,
 )
+
+CONVERT_LOCK = ".convert.lock"  # held by the live conversion into a directory
 
 
 @dataclass(frozen=True)
@@ -387,21 +393,38 @@ def convert_archive(
     on_shard_done: Callable[[ShardResult], None] | None = None,
     exclude_lists: Sequence[str | Path] = (),
     exclude_flagged: bool = False,
+    lock_wait_s: float = 0.0,
 ) -> Summary | None:
-    """Convert in this process (no Ray). Returns None when `max_new_shards` stopped it early."""
+    """Convert in this process (no Ray). Returns None when `max_new_shards` stopped it early.
+    Holds `out`'s conversion lock throughout (`conversion_lock`), waiting up to `lock_wait_s` for it."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    plan = plan_conversion(archive, out, layout, shard_size, exclude_lists, exclude_flagged)
-    todo = plan.pending if max_new_shards is None else plan.pending[:max_new_shards]
-    results = list(plan.done)
-    with tqdm(total=len(plan.tasks), initial=len(plan.done), unit="shard", disable=not progress, desc="convert") as bar:
-        for task in todo:
-            result = convert_shard(task)
-            results.append(result)
-            bar.update(1)
-            if on_shard_done is not None:
-                on_shard_done(result)
-    if len(results) < len(plan.tasks):
-        return None
-    return finalise(plan, results, time.perf_counter() - t0)
+    with conversion_lock(out, lock_wait_s):
+        plan = plan_conversion(archive, out, layout, shard_size, exclude_lists, exclude_flagged)
+        todo = plan.pending if max_new_shards is None else plan.pending[:max_new_shards]
+        results = list(plan.done)
+        with tqdm(
+            total=len(plan.tasks), initial=len(plan.done), unit="shard", disable=not progress, desc="convert"
+        ) as bar:
+            for task in todo:
+                result = convert_shard(task)
+                results.append(result)
+                bar.update(1)
+                if on_shard_done is not None:
+                    on_shard_done(result)
+        if len(results) < len(plan.tasks):
+            return None
+        return finalise(plan, results, time.perf_counter() - t0)
+
+
+def conversion_lock(out: str | Path, wait_s: float = 0.0):
+    """Take the lock of output directory `out` (`out/.convert.lock`, `hqjepa.runs.lock.FileLock`) and
+    return it (held; release it, or use it as a context manager). A conversion holds it from planning
+    to the manifest: planning deletes leftover temporary shards, which a second live converter on
+    the same `out` would still be writing. LockHeld (one line, naming the holder) if it stays taken
+    for `wait_s` seconds; a lock whose holder died is taken over."""
+    from hqjepa.runs.lock import lock_for
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return lock_for(Path(out) / CONVERT_LOCK, what=f"conversion into {out}").acquire(wait_s)
