@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,7 +39,18 @@ def main(argv: list[str] | None = None, extra: dict[str, tuple[str, str]] | None
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"hqjepa {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    return int(module.main(parser.parse_args(rest)) or 0)
+    return run_command(parser.prog, module.main, parser.parse_args(rest))
+
+
+def run_command(prog: str, main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Call a subcommand's `main`; a bad value the user gave (ConfigError) is one line on stderr, exit 2."""
+    from hqjepa.config import ConfigError
+
+    try:
+        return int(main(args) or 0)
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -191,6 +191,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from hqjepa.cli import run_command
+
+    parser = argparse.ArgumentParser(prog="python -m hqjepa.pretrain_local", description=__doc__.splitlines()[0])
     configure_parser(parser)
-    raise SystemExit(main(parser.parse_args()))
+    raise SystemExit(run_command(parser.prog, main, parser.parse_args()))

@@ -116,6 +116,9 @@ def eval_config_from_dict(raw: Any) -> EvalConfig:
         raise ConfigError(f"{unknown[0]}: unknown section; an eval config has {', '.join(_SECTIONS)}, tasks")
     # seeds and lrs are sets (order carries no meaning); sorted, since the shared checker reads a
     # two-element list as a [low, high] range
+    seeds = (raw.get("run") or {}).get("seeds")
+    if isinstance(seeds, list) and (not seeds or len(set(map(repr, seeds))) != len(seeds)):
+        raise ConfigError(f"run.seeds = {seeds!r}: must be a non-empty list of distinct integers >= 0")
     for section, key in (("run", "seeds"), ("linear", "lrs")):
         values = (raw.get(section) or {}).get(key)
         if isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
