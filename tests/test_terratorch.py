@@ -2,10 +2,10 @@
 a segmentation model by TerraTorch's own EncoderDecoderFactory (LearnedInterpolateToPyramidal neck,
 UperNet decoder) and trained one step.
 
-TerraTorch is not a dependency of this project: it needs torchvision, and PyPI's Linux torchvision
-wheels are CUDA builds, which beside the CPU torch make `import torchvision` (and so `import
-torchmetrics`, which GeoBench evaluation uses) fail. Where terratorch (1.2.11 verified: the newest
-for Python 3.11) is installed, these tests run; elsewhere they skip.
+TerraTorch is not a dependency of this project: it needs a torchvision built for its torch, and
+PyPI's Linux torchvision wheels are CUDA builds that do not load beside this project's CPU torch.
+`make test` runs this file in `.venv-terratorch` (tests/test_terratorch_env.py); in an environment
+without TerraTorch it skips.
 """
 
 import pytest

@@ -14,55 +14,22 @@ TerraTorch's datamodules give it (their means and stds: the artifact's config.js
 or raw reflectance with `backbone_normalize_input=True`. TerraTorch pads H and W to multiples of
 the patch size (it finds `patch_size` on the backbone).
 
-TerraTorch is not a dependency of hqjepa (`pip install "terratorch>=1.2.11,<1.3"`; 1.2.11 is the
-newest for Python 3.11, later ones need torchgeo 0.9 and Python 3.12). It needs a torchvision built
-for the installed torch: PyPI's Linux torchvision wheels are CUDA builds, and beside a CPU torch
-they make `import torchvision` fail (see `_declare_torchvision_ops_if_unloadable`, which lets
-this module import TerraTorch anyway; other importers of torchvision, torchmetrics among them,
-still fail in such an environment).
+TerraTorch is not a dependency of hqjepa: `pip install "terratorch>=1.2.11,<1.3"` (1.2.11 is the
+newest for Python 3.11; later releases need torchgeo 0.9 and Python 3.12) beside a torch and a
+torchvision built for each other. PyPI's Linux torchvision wheels are CUDA builds: beside a CPU-only
+torch, `import torchvision` fails ("operator torchvision::nms does not exist"), and so do TerraTorch
+and torchmetrics. `make test` therefore builds `.venv-terratorch` (PyPI's torch 2.14.1 with
+torchvision 0.29.1, TerraTorch, and this package) and runs the TerraTorch tests there.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+from terratorch.registry import TERRATORCH_BACKBONE_REGISTRY
 
 from hqjepa.portable import PortableEncoder, artifact_config, load_pretrained
-
-_KEEP: list[torch.library.Library] = []  # a Library drops its definitions when collected
-
-
-def _declare_torchvision_ops_if_unloadable() -> None:
-    """Let torchvision import where its C++ ops cannot load.
-
-    PyPI's Linux torchvision wheels are CUDA builds; beside a CPU-only torch their `_C` library
-    needs libc10_cuda.so and does not load, and torchvision 0.28 then fails at import, registering
-    fake kernels for `torchvision::nms` and `qnms` ("operator torchvision::nms does not exist").
-    Declaring those two schemas (no kernels) lets it import; detection ops stay unusable, and
-    segmentation models use none. Does nothing where the library loads or torchvision is absent.
-    """
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations or hasattr(torch.ops.torchvision, "nms"):
-        return
-    libs = [p for d in spec.submodule_search_locations for p in Path(d).glob("_C.*") if p.suffix in (".so", ".pyd")]
-    try:
-        if libs:
-            torch.ops.load_library(str(libs[0]))  # what torchvision does itself; loading twice is harmless
-            return
-    except OSError:
-        pass
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _KEEP.append(lib)
-
-
-_declare_torchvision_ops_if_unloadable()
-
-from terratorch.registry import TERRATORCH_BACKBONE_REGISTRY  # noqa: E402
 
 
 def hqjepa_encoder(
