@@ -21,7 +21,7 @@ TT_PYTHON = ROOT / ".venv-terratorch" / "bin" / "python"
 
 def test_terratorch_backbone_tests_pass_in_their_environment():
     if importlib.util.find_spec("terratorch") is not None:
-        pytest.skip("TerraTorch is importable here: tests/test_terratorch.py runs in this session")
+        pytest.skip("TerraTorch is importable here: tests/test_terratorch.py runs directly in this environment")
     if not TT_PYTHON.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{TT_PYTHON} is missing: `make test` builds it")
