@@ -210,6 +210,14 @@ class LossConfig:
     sigreg_t_max: float = _f(3.0, lo=0, lo_open=True)
     fqs_backend: str = _f("statevector", choices=("statevector", "pennylane", "pennylane_broadcast"))
     fqs_device: str = _f("default.qubit", doc="PennyLane device name for the reference backend")
+    fqs_mode: str = _f(
+        "paper",
+        choices=("paper", "siamese"),
+        doc="paper: the paper's L_fqs, which collapses (docs/method.md Sec. 7); siamese: both registers "
+        "from the context projection (teacher side without gradient), angles standardised over the "
+        "batch, so no input-independent state exists (quantum/head.py)",
+    )
+    fqs_angle_scale: float = _f(0.5, lo=0, lo_open=True, doc="siamese: angles are pi tanh(scale * standardised)")
     dwa_temperature: float = _f(2.0, lo=0, lo_open=True)
     max_nonfinite_steps: int = _f(5, lo=1, doc="consecutive skipped steps before the run stops")
 

@@ -77,7 +77,13 @@ class HQJEPA(nn.Module):
             from hqjepa.quantum.head import FQSHead
 
             self.fqs_head = FQSHead(
-                m.embed_dim, m.fqs_enc_layers, m.fqs_pred_layers, backend=loss.fqs_backend, device=loss.fqs_device
+                m.embed_dim,
+                m.fqs_enc_layers,
+                m.fqs_pred_layers,
+                backend=loss.fqs_backend,
+                device=loss.fqs_device,
+                mode=loss.fqs_mode,
+                angle_scale=loss.fqs_angle_scale,
             )
 
     @torch.no_grad()

@@ -9,6 +9,19 @@ gate, so the bound loses nothing and keeps gradients from chasing unbounded angl
 
 The student register runs the student's L_enc layers then the predictor's L_pred layers; the
 teacher register runs the teacher's L_enc layers. Loss and gap: `hqjepa.losses.fqs`.
+
+`mode="siamese"` (`loss.fqs_mode`) is a variant the trivial solution cannot reach: both registers
+take their angles from the context projection (the teacher side through a stop-gradient copy of it:
+W_t is not a parameter), and before the tanh each angle is standardised over the batch,
+
+    student   = pi tanh(s * std_b(W_c c_b + b_c))
+    teacher   = pi tanh(s * std_b(W_c t_bk + b_c))      (W_c, b_c without gradient here)
+    std_b(z)  = (z - mean_b z) / sqrt(var_b z + 1e-6)   per angle (per block k for the teacher)
+
+with s = `angle_scale`. Every angle then varies over the batch with the same spread, so no register
+can land in one state for every sample, and L_fqs = mean(1 - F) falls only by making each student
+state match its own teacher's. The predictor's projection starts at zero (identity layers), so at
+the start matched pairs differ only as their summaries do. A batch of one is not standardised.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from hqjepa.quantum.fidelity import BACKENDS, swap_test_fidelity
 from hqjepa.quantum.statevector import N_QUBITS
 
 ANGLES_PER_LAYER = N_QUBITS * 3
+FQS_MODES = ("paper", "siamese")
 
 
 class FQSOutput(NamedTuple):
@@ -45,6 +59,8 @@ class FQSHead(nn.Module):
         pred_layers: int = 1,
         backend: str = "statevector",
         device: str = "default.qubit",
+        mode: str = "paper",
+        angle_scale: float = 0.5,
     ) -> None:
         super().__init__()
         if embed_dim < 1:
@@ -55,15 +71,39 @@ class FQSHead(nn.Module):
             raise ValueError(f"pred_layers: expected >= 0, got {pred_layers}")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if mode not in FQS_MODES:
+            raise ValueError(f"mode: expected one of {FQS_MODES}, got {mode!r}")
+        if not angle_scale > 0:
+            raise ValueError(f"angle_scale: expected > 0, got {angle_scale}")
         self.embed_dim, self.enc_layers, self.pred_layers = embed_dim, enc_layers, pred_layers
         self.backend, self.device_name = backend, device
+        self.mode, self.angle_scale = mode, angle_scale
         self.context_proj = nn.Linear(embed_dim, enc_layers * ANGLES_PER_LAYER)
-        self.target_proj = nn.Linear(embed_dim, enc_layers * ANGLES_PER_LAYER)
+        # siamese: the teacher reuses the context projection (no parameters of its own)
+        self.target_proj = nn.Linear(embed_dim, enc_layers * ANGLES_PER_LAYER) if mode == "paper" else None
         self.query_proj = nn.Linear(embed_dim, pred_layers * ANGLES_PER_LAYER) if pred_layers else None
+        if mode == "siamese" and self.query_proj is not None:
+            nn.init.zeros_(self.query_proj.weight)
+            nn.init.zeros_(self.query_proj.bias)
 
     @staticmethod
     def _angles(proj: nn.Linear, x: Tensor, layers: int) -> Tensor:
         a = math.pi * torch.tanh(proj(x))
+        return FQSHead._fit(a, x, layers)
+
+    def _standardised_angles(self, x: Tensor, teacher: bool) -> Tensor:
+        """siamese: pi tanh(s * std_b(W_c x + b_c)), the teacher through W_c without gradient."""
+        w, b = self.context_proj.weight, self.context_proj.bias
+        z = nn.functional.linear(x, w.detach(), b.detach()) if teacher else self.context_proj(x)
+        if z.dtype not in (torch.float32, torch.float64):  # autocast: standardise in float32
+            z = z.float()
+        if x.shape[0] >= 2:
+            var, mean = torch.var_mean(z, dim=0, correction=0, keepdim=True)
+            z = (z - mean) * torch.rsqrt(var + 1e-6)
+        return self._fit(math.pi * torch.tanh(self.angle_scale * z), x, self.enc_layers)
+
+    @staticmethod
+    def _fit(a: Tensor, x: Tensor, layers: int) -> Tensor:
         if a.dtype not in (torch.float32, torch.float64):  # autocast: simulate in float32
             a = a.float()
         return a.reshape(*x.shape[:-1], layers, N_QUBITS, 3)
@@ -74,9 +114,13 @@ class FQSHead(nn.Module):
         """(student [B, K, L_enc, 5, 3], teacher [B, K, L_enc, 5, 3], predictor [B, K, L_pred, 5, 3])."""
         self._check(context_summary, target_summary, mask_query)
         k = target_summary.shape[1]
-        student = self._angles(self.context_proj, context_summary, self.enc_layers)
+        if self.mode == "siamese":
+            student = self._standardised_angles(context_summary, teacher=False)
+            teacher = self._standardised_angles(target_summary, teacher=True)
+        else:
+            student = self._angles(self.context_proj, context_summary, self.enc_layers)
+            teacher = self._angles(self.target_proj, target_summary, self.enc_layers)
         student = student.unsqueeze(1).expand(-1, k, -1, -1, -1)
-        teacher = self._angles(self.target_proj, target_summary, self.enc_layers)
         if self.query_proj is None:
             predictor = student.new_zeros(*mask_query.shape[:2], 0, N_QUBITS, 3)
         else:
@@ -129,4 +173,5 @@ class FQSHead(nn.Module):
         return (
             f"embed_dim={self.embed_dim}, enc_layers={self.enc_layers}, "
             f"pred_layers={self.pred_layers}, backend={self.backend!r}"
+            + (f", mode='siamese', angle_scale={self.angle_scale}" if self.mode == "siamese" else "")
         )
