@@ -51,17 +51,21 @@ pretrain: $(STAMP)
 	$(PY) ray_jobs/pretrain.py --config configs/tiny.yaml --workers 2 --experiment tiny
 
 # --- a local head and `ray job submit` (Ray 2.60: token authentication) -----------------------
-# The token lives in cluster/.auth_token (mode 600, git-ignored); the same file is mounted on
-# every node by cluster/*.yaml. Clients need RAY_AUTH_MODE=token and the token (RAY_AUTH_TOKEN_PATH).
+# The token lives in cluster/.auth_token (mode 600 from its first byte: written under umask 077;
+# git-ignored, rayignored, and excluded from the cluster YAMLs' rsync of the checkout); only its own
+# file mount in cluster/*.yaml copies it to the nodes. Clients need RAY_AUTH_MODE=token and the
+# token (RAY_AUTH_TOKEN_PATH). TOKEN lets a test write it elsewhere.
 HEAD_PORT      ?= 6390
 DASHBOARD_PORT ?= 8265
-RAY_AUTH       := RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$(CURDIR)/cluster/.auth_token
+TOKEN          ?= cluster/.auth_token
+RAY_AUTH       := RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$(abspath $(TOKEN))
 JOB_ARGS       ?= --config configs/tiny.yaml --workers 2 --experiment submitted
 
 cluster-token:
-	@test -s cluster/.auth_token || $(PY_SYS) -c "import secrets; print(secrets.token_hex(32))" > cluster/.auth_token
-	@chmod 600 cluster/.auth_token
-	@echo "token: cluster/.auth_token"
+	@test -s $(TOKEN) || (rm -f $(TOKEN) && umask 077 && \
+	    $(PY_SYS) -c "import secrets; print(secrets.token_hex(32))" > $(TOKEN))
+	@chmod 600 $(TOKEN)
+	@echo "token: $(TOKEN)"
 
 cluster-local: $(STAMP) cluster-token
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(RAY_AUTH) $(VENV)/bin/ray start --head --port=$(HEAD_PORT) \

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     model = HQJEPA(cfg)
     step = 0
     if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)  # tensors and plain data only
         model.load_state_dict(state["model"])
         step = int(state.get("step", 0))
     bsz = cfg.optim.batch_size
