@@ -248,10 +248,18 @@ def load_encoder_with_meta(
     a BandStats, or None when the file has none (training states, exports from before they were
     recorded), "step": the training step (None if unrecorded), "extra": the export's `extra` dict
     (step, encoder), or a training state's, "provenance": the writing process's commit, command
-    and date (None if unrecorded)}."""
+    and date (None if unrecorded)}. `path` may be a URI (s3://bucket/runs/NAME/export.pt): the file
+    is downloaded to a temporary file first (`hqjepa.runs.storage.local_file`)."""
     from hqjepa.data.transforms import BandStats
     from hqjepa.models.encoder import build_encoder
+    from hqjepa.runs import storage
 
+    if storage.is_uri(path):  # s3://.../export.pt: read from a temporary local copy
+        try:
+            with storage.local_file(path) as local:
+                return load_encoder_with_meta(local, map_location, expect)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {storage.redact(path)} does not exist") from None
     path = Path(path)
     try:
         obj = _load(path, ENCODER_FORMAT, map_location)

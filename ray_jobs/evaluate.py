@@ -42,6 +42,7 @@ from hqjepa.eval.geobench import parse_tasks
 from hqjepa.eval.report import write_report
 from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune, run_linear
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
+from hqjepa.runs import storage
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -114,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     if started_here:
         ray.shutdown()
 
-    names = {"checkpoint": f"HQ-JEPA ({Path(args.checkpoint).name})", "random-init": "Random init (same arch.)"}
+    shown = storage.redact(args.checkpoint)  # a URI's credentials stay out of the report
+    names = {
+        "checkpoint": f"HQ-JEPA ({storage.split(shown.partition('?')[0])[1]})",
+        "random-init": "Random init (same arch.)",
+    }
     meta = {
-        "checkpoint": args.checkpoint,
+        "checkpoint": shown,
         "benchmark_dir": str(bench),
         "tasks": tasks,
         "protocols": protocols,
@@ -136,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="encoder export (export.pt) or training checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="encoder export (export.pt) or training checkpoint: a path or a URI (s3://bucket/runs/NAME/export.pt, "
+        "read by each task from a temporary copy)",
+    )
     p.add_argument("--tasks", default="all", help="all, or a comma list of GeoBench task names")
     p.add_argument("--protocol", default="linear,finetune", help="comma list of: linear, finetune")
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: run.seeds of the eval config)")

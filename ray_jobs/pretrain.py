@@ -6,7 +6,10 @@
         --storage s3://bucket/runs                                          # on a cluster
 
 The story of a run:
-1. The config is loaded and checked (bad values fail here, before Ray starts).
+1. The config is loaded and checked (bad values fail here, before Ray starts), and the run name is
+   claimed: a lock (STORAGE/.NAME.lock; a lease on S3) refuses a second live driver, and RUN_DIR/run.json
+   (the resolved settings and their sha256) refuses other settings under an existing name, naming
+   the keys (`hqjepa.runs`; --resume RUN_DIR continues with new settings, --force-new starts over).
 2. Ray starts embedded, or connects to the cluster when RAY_ADDRESS is set (as under
    `ray job submit`). With no --data and `data.source: synthetic`, a small synthetic BigEarthNet
    archive is written and converted to shards first, through the same converter as real data.
@@ -18,14 +21,19 @@ The story of a run:
    metrics.csv + TensorBoard on rank 0; every `train.checkpoint_every` steps and at the end rank 0
    reports a checkpoint (model, teacher, optimiser, schedules, step, RNG, config). CheckpointConfig
    keeps the best `train.keep_checkpoints` by smoothed loss plus the latest.
-6. A worker failure restarts the group from the latest checkpoint (FailureConfig); rerunning with
-   --resume RUN_DIR continues a stopped run. Either way training resumes at the step after the
-   checkpoint, skipping the micro-batches that step had already consumed.
+6. A worker failure restarts the group from the latest checkpoint (FailureConfig); with --min-workers
+   the group is elastic (Ray Train v2's ScalingConfig(num_workers=(min, max))), so after a lost node
+   it restarts with the workers the remaining nodes hold. Rerunning the same command, or with
+   --resume RUN_DIR (a path or s3:// URI), continues a stopped run. Either way training resumes at
+   the step after the checkpoint, skipping the micro-batches that step had already consumed. Every
+   checkpoint carries checksums.json, written last; a latest checkpoint that fails it (torn,
+   truncated) gives way to the newest older one that passes.
 7. At the end the driver writes RUN_DIR/export.pt (the EMA target encoder, or the student with
    `--set train.export_encoder=student`, its config and the band statistics it was trained with,
    ready for `ray_jobs/evaluate.py`), RUN_DIR/encoder/ (the same encoder as a portable artifact:
    model.safetensors + config.json, for `hqjepa.load_pretrained` and torch.hub), metrics.csv,
-   losses.png and summary.json, and prints the summary.
+   losses.png and summary.json (on an object store: made locally, uploaded to the run's prefix),
+   and prints the summary.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from hqjepa.config import Config, ConfigError, config_from_dict, load_config, pa
 
 STATE_FILE = "state.pt"
 EXPORT_FILE = "export.pt"
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
 SMOOTHING_WINDOW = 20  # steps in `loss_smooth`, the checkpoint score
 STATS_SPLIT = "train"  # whose band statistics normalise the inputs (training_dataset's default)
 ARTIFACT_DIR = "encoder"  # the portable encoder (model.safetensors + config.json) beside export.pt
@@ -89,19 +98,25 @@ class StepReporter:
         log_dir: Path,
         tensorboard_dir: str | None,
         band_stats=None,
+        run_location: str | None = None,
     ) -> None:
         from hqjepa.runlog import RunLog
+        from hqjepa.runs.storage import is_uri
 
         self.trainer, self.cfg, self.rank, self.world, self.max_steps = trainer, cfg, rank, world, max_steps
         self.log_dir = log_dir
         self.band_stats = band_stats  # what the stream normalised with; export.pt carries it
+        self.run_location = run_location  # the run directory (path or URI): checkpoint names are checked there
         self.window: list[float] = []
         self.log = RunLog(log_dir, tensorboard=False, resume_step=trainer.step) if rank == 0 else None
         self.tb = None
-        if rank == 0 and tensorboard_dir:
+        self.tensorboard_dir, self.tensorboard_upload = tensorboard_dir, None
+        if tensorboard_dir and is_uri(tensorboard_dir):  # object store: a local folder, uploaded at checkpoints
+            self.tensorboard_dir, self.tensorboard_upload = str(log_dir / "tensorboard"), tensorboard_dir
+        if rank == 0 and self.tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(tensorboard_dir, purge_step=trainer.step)
+            self.tb = SummaryWriter(self.tensorboard_dir, purge_step=trainer.step)
 
     def on_step(self, metrics: dict[str, float]) -> None:
         """Called by `hqjepa.loop.run_steps` after each optimiser step."""
@@ -132,6 +147,8 @@ class StepReporter:
     def report_checkpoint(self, step: int, metrics: dict[str, float]) -> None:
         """Every rank reports; rank 0 attaches state.pt, metrics.csv and, at the end, export.pt."""
         from hqjepa.checkpoint import export_trained_encoder, save_training_state
+        from hqjepa.runs import storage
+        from hqjepa.runs.integrity import checkpoint_dir_name, write_checksums
 
         if self.rank != 0:
             ray.train.report(metrics)
@@ -143,19 +160,108 @@ class StepReporter:
                 export_trained_encoder(
                     Path(tmp) / EXPORT_FILE, self.trainer.core, self.cfg, {"step": step}, stats=self.band_stats
                 )
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=f"step_{step:07d}")
+            write_checksums(tmp)  # last: a checkpoint without checksums.json is a torn write
+            # never into a directory an earlier attempt left (one that failed verification, say)
+            taken = storage.list_names(self.run_location) if self.run_location else []
+            name = checkpoint_dir_name(step, taken)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        self.upload_tensorboard()
+
+    def upload_tensorboard(self) -> None:
+        """Object-store runs: TensorBoard writes to a local folder that is copied to RUN/tensorboard."""
+        if self.tb is not None and self.tensorboard_upload:
+            from hqjepa.runs import storage
+
+            self.tb.flush()
+            storage.upload(self.tensorboard_dir, self.tensorboard_upload)
 
     def close(self) -> None:
-        """Flush TensorBoard."""
+        """Flush TensorBoard (and upload it, for an object-store run)."""
         if self.tb is not None:
+            self.upload_tensorboard()
             self.tb.close()
+
+
+def older_checkpoints(latest: Checkpoint) -> list[Checkpoint]:
+    """The run's other `step_*` checkpoints older than `latest`, newest first, on its filesystem
+    (local, NFS or an object store). Newer ones are never used: Ray Train had not registered them."""
+    import posixpath
+
+    from hqjepa.runs.integrity import checkpoints_newest_first, step_of
+
+    run_path = posixpath.dirname(latest.path.rstrip("/"))
+    newest = step_of(posixpath.basename(latest.path.rstrip("/")))
+    paths = checkpoints_newest_first(latest.filesystem, run_path)
+    return [
+        Checkpoint(p, filesystem=latest.filesystem)
+        for p in paths
+        if newest is None or step_of(posixpath.basename(p)) < newest
+    ]
+
+
+def restore(trainer, log_dir: Path, resume_from: str | None, *, rank: int, world: int) -> str | None:
+    """Load the checkpoint to continue from into `trainer` (and its metrics.csv into `log_dir`);
+    returns its path, None on a fresh start.
+
+    Ray Train's latest checkpoint (a retry or a rerun of the run), else `resume_from` (a checkpoint
+    directory the user named). Each is verified against its checksums.json first; a latest
+    checkpoint that fails (torn or truncated) gives way to the newest older one of the run that
+    verifies, with a warning naming both. Rank 0 chooses and the other ranks load its choice, so
+    every rank resumes at the same step. A named checkpoint that fails is an error."""
+    import torch.distributed as dist
+
+    from hqjepa.checkpoint import CheckpointError, load_training_state
+    from hqjepa.runs.integrity import CorruptCheckpoint, verify_dir
+
+    latest = ray.train.get_checkpoint()
+    if latest is None and resume_from:
+        latest = Checkpoint(resume_from)
+    if latest is None:
+        return None
+    fallbacks = older_checkpoints(latest) if ray.train.get_checkpoint() is not None else []
+
+    def load(ckpt: Checkpoint) -> None:
+        with ckpt.as_directory() as d:
+            verify_dir(d)
+            load_training_state(Path(d) / STATE_FILE, trainer)
+            if (Path(d) / "metrics.csv").exists():
+                shutil.copy(Path(d) / "metrics.csv", log_dir / "metrics.csv")
+
+    chosen, problems = None, []
+    if rank == 0:
+        for ckpt in [latest, *fallbacks]:
+            try:
+                load(ckpt)
+            except CorruptCheckpoint as e:
+                problems.append(str(e))
+                continue
+            chosen = ckpt.path
+            break
+        if problems and chosen is not None:
+            print(
+                f"WARNING: checkpoint {latest.path} failed verification ({problems[0]}); "
+                f"resuming from {chosen} instead",
+                file=sys.stderr,
+                flush=True,
+            )
+    if world > 1 and dist.is_initialized():
+        box = [chosen]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+        if rank != 0 and chosen is not None:
+            load(Checkpoint(chosen, filesystem=latest.filesystem))
+    if chosen is None:
+        detail = "; ".join(problems) or "rank 0 found none"
+        raise CheckpointError(
+            f"no checkpoint of this run verifies ({detail}); start over with --force-new or a new --experiment"
+        )
+    return chosen
 
 
 def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import torch
 
-    from hqjepa.checkpoint import load_training_state
     from hqjepa.data.shards import band_stats, load_manifest
     from hqjepa.engine import Trainer
     from hqjepa.loop import FaultInjector, run_steps
@@ -172,14 +278,7 @@ def train_loop(config: dict) -> None:
     trainer = Trainer(model, cfg, config["steps_per_epoch"], device)
 
     log_dir = Path(tempfile.mkdtemp(prefix="hqjepa-log-"))
-    checkpoint = ray.train.get_checkpoint() or (
-        Checkpoint.from_directory(config["resume_from"]) if config.get("resume_from") else None
-    )
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            load_training_state(Path(d) / STATE_FILE, trainer)
-            if (Path(d) / "metrics.csv").exists():
-                shutil.copy(Path(d) / "metrics.csv", log_dir / "metrics.csv")
+    restore(trainer, log_dir, config.get("resume_from"), rank=rank, world=world)
     reporter = StepReporter(
         trainer,
         cfg,
@@ -189,6 +288,7 @@ def train_loop(config: dict) -> None:
         log_dir=log_dir,
         tensorboard_dir=config.get("tensorboard_dir"),
         band_stats=band_stats(load_manifest(config["shard_dir"]), STATS_SPLIT),
+        run_location=config.get("run_location"),
     )
 
     shard = ray.train.get_dataset_shard("train")
@@ -282,13 +382,21 @@ def pretrain(
     resume_from: str | None = None,
     cache_dir: Path = ROOT / "runs" / "data",
     title: str = "",
+    min_workers: int | None = None,
 ) -> dict:
     """Steps 3-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
     with the same storage and name continues the run (Ray Train finds its snapshot); a larger
-    `train.max_steps` then trains further, as Ray Tune trials do round by round."""
+    `train.max_steps` then trains further, as Ray Tune trials do round by round.
+
+    `min_workers` < `workers` makes the worker group elastic (Ray Train v2's
+    `ScalingConfig(num_workers=(min, max))`): when a node is lost the group restarts from the latest
+    checkpoint with as many workers as the remaining nodes hold, down to `min_workers`, instead of
+    waiting for `workers` to fit again. Steps per epoch stay those planned for `workers`."""
+    from hqjepa.runs import storage as store
     from ray_jobs._data import training_dataset
 
-    run_dir = Path(storage) / name if "://" not in storage else None
+    run_location = store.join(storage, name)  # a path, or a URI on an object store
+    run_dir = Path(run_location) if not store.is_uri(storage) else None
     if cfg.data.source == "synthetic":
         shard_dir = synthetic_shards(cfg, Path(cache_dir))
     else:
@@ -317,7 +425,11 @@ def pretrain(
         "global_batch": global_batch,
         "steps_per_epoch": spe,
         "max_steps": max_steps,
+        # what the run continues from: Ray Train's snapshot of this run, a named checkpoint, or nothing
+        "continues": "run" if store.exists(store.join(run_location, SNAPSHOT_FILE)) else resume_from,
     }
+    if min_workers is not None and min_workers < workers:
+        plan["min_workers"] = min_workers
     print(json.dumps(plan), flush=True)
 
     if run_dir is not None:
@@ -330,11 +442,14 @@ def pretrain(
             "max_steps": max_steps,
             "shard_dir": str(shard_dir),
             "resume_from": resume_from,
-            "tensorboard_dir": str(run_dir / "tensorboard") if run_dir else None,
-            "fault_marker": str(run_dir / ".fault_injected") if run_dir else None,
+            "run_location": run_location,
+            "tensorboard_dir": store.join(run_location, "tensorboard"),
+            "fault_marker": store.join(run_location, ".fault_injected"),
         },
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=bool(gpus_per_worker), resources_per_worker=resources
+            num_workers=(min_workers, workers) if min_workers is not None and min_workers < workers else workers,
+            use_gpu=bool(gpus_per_worker),
+            resources_per_worker=resources,
         ),
         run_config=RunConfig(
             name=name,
@@ -353,12 +468,14 @@ def pretrain(
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"training run {name} failed: {result.error}") from result.error
-    return finish(result, run_dir, name, time.time() - t0, title or name)
+    return finish(result, run_location, name, time.time() - t0, title or name)
 
 
-def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) -> dict:
-    """Copy the final checkpoint's artifacts into the run directory; plot the losses."""
+def finish(result, run_location: str, name: str, seconds: float, title: str) -> dict:
+    """Copy the final checkpoint's artifacts into the run directory; plot the losses. On an object
+    store the artifacts are made in a local folder and uploaded to the run's prefix."""
     from hqjepa.plotting import plot_losses
+    from hqjepa.runs import storage as store
 
     latest = result.checkpoint
     summary = {
@@ -374,7 +491,11 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
             if k.startswith(("loss", "fqs", "step", "samples", "data_wait"))
         },
     }
-    if run_dir is not None and latest is not None:
+    if latest is None:
+        return summary
+    remote = store.is_uri(run_location)
+    with tempfile.TemporaryDirectory(prefix="hqjepa-finish-") as tmp:
+        run_dir = Path(tmp) if remote else Path(run_location)
         with latest.as_directory() as d:
             for f in (EXPORT_FILE, "metrics.csv"):
                 if (Path(d) / f).exists():
@@ -383,33 +504,71 @@ def finish(result, run_dir: Path | None, name: str, seconds: float, title: str) 
             from hqjepa.portable import export_artifact
 
             export_artifact(run_dir / EXPORT_FILE, run_dir / ARTIFACT_DIR, run=name)
-            summary["encoder"] = str(run_dir / ARTIFACT_DIR)
+            summary["encoder"] = store.join(run_location, ARTIFACT_DIR)
         if (run_dir / "metrics.csv").exists():
             plot_losses(run_dir / "metrics.csv", run_dir / "losses.png", title=f"HQ-JEPA {title}")
         summary.update(
-            export=str(run_dir / EXPORT_FILE),
-            metrics_csv=str(run_dir / "metrics.csv"),
-            plot=str(run_dir / "losses.png"),
+            export=store.join(run_location, EXPORT_FILE),
+            metrics_csv=store.join(run_location, "metrics.csv"),
+            plot=store.join(run_location, "losses.png"),
         )
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if remote:  # summary.json last: its presence says the others are there
+            for f in (EXPORT_FILE, ARTIFACT_DIR, "metrics.csv", "losses.png", "summary.json"):
+                if (run_dir / f).exists():
+                    store.upload(run_dir / f, store.join(run_location, f))
     return summary
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[str, str, str | None]:
-    """(storage, run name, checkpoint to start from) from --storage, --experiment and --resume."""
+    """(storage, run name, checkpoint to start from) from --storage, --experiment and --resume.
+    --resume takes a local path or a URI (s3://bucket/runs/NAME) of a run directory or a checkpoint."""
+    from hqjepa.runs import storage as store
+
     storage = args.storage or str(ROOT / "runs")
     name = args.experiment or f"pretrain-{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.resume:
         return storage, name, None
-    resume = Path(args.resume).resolve()
-    if (resume / STATE_FILE).exists():  # a checkpoint directory: start a new run from it
-        return storage, name, str(resume)
-    if not (resume / "checkpoint_manager_snapshot.json").exists():
+    resume = args.resume if store.is_uri(args.resume) else str(Path(args.resume).resolve())
+    if store.exists(store.join(resume, STATE_FILE)):  # a checkpoint directory: start a new run from it
+        return storage, name, resume
+    if not store.exists(store.join(resume, SNAPSHOT_FILE)):
         raise ConfigError(
-            f"--resume {resume}: neither a run directory (no checkpoint_manager_snapshot.json) "
+            f"--resume {store.redact(resume)}: neither a run directory (no {SNAPSHOT_FILE}) "
             "nor a checkpoint (no state.pt)"
         )
-    return str(resume.parent), resume.name, None  # a run directory: Ray Train resumes from its snapshot
+    parent, run_name = store.split(resume)
+    return parent, run_name, None  # a run directory: Ray Train resumes from its snapshot
+
+
+def run_identity(cfg: Config, args: argparse.Namespace) -> dict:
+    """What makes a run this run (RUN_DIR/run.json, `hqjepa.runs.identity`): the whole resolved config
+    and the driver settings that change what is trained (workers set the global batch and the data
+    split, GPUs the numerics). Left out, as they change how a run executes and not what it
+    computes: --cpus-per-worker, --min-workers, --max-failures, --num-cpus, --cache-dir."""
+    return {"config": cfg.to_dict(), "run": {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker}}
+
+
+def claim_run(args: argparse.Namespace, cfg: Config, storage: str, name: str, argv: list[str] | None):
+    """Before Ray starts: lock the run name, start over if --force-new, check and write run.json.
+    Returns the held lock (release it when the run ends). Raises LockHeld, RunConflict."""
+    from hqjepa.runs import storage as store
+    from hqjepa.runs.identity import check_identity, clear_run, run_record, write_record
+    from hqjepa.runs.lock import lock_for, run_lock_location
+
+    run_dir = store.join(storage, name)
+    lock = lock_for(run_lock_location(run_dir), what=f"pretraining run {store.redact(run_dir)}").acquire()
+    try:
+        if args.force_new:
+            moved = clear_run(run_dir)
+            print(f"pretrain: --force-new: {name} starts at step 0" + (f"; the old run is {moved}" if moved else ""))
+        record = run_record(run_identity(cfg, args), None if argv is None else ["ray_jobs/pretrain.py", *argv])
+        record = check_identity(run_dir, record, resume=bool(args.resume) and not args.force_new)
+        write_record(run_dir, record)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -418,6 +577,10 @@ def build_config(args: argparse.Namespace) -> Config:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     if args.gpus_per_worker < 0:
         raise ConfigError(f"--gpus-per-worker {args.gpus_per_worker}: must be >= 0")
+    if args.min_workers is not None and not 1 <= args.min_workers <= args.workers:
+        raise ConfigError(f"--min-workers {args.min_workers}: must be in [1, --workers {args.workers}]")
+    if args.force_new and args.resume:
+        raise ConfigError("--force-new starts the run over and --resume continues it: give one of them")
     overrides = dict(parse_override(s) for s in args.set)
     if args.max_steps is not None:
         overrides["train.max_steps"] = args.max_steps
@@ -430,15 +593,19 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     """Steps 1-2 of the module docstring, then `pretrain`; prints the summary as one JSON line."""
+    from hqjepa.runs.identity import RunConflict
+    from hqjepa.runs.lock import LockHeld
+
     args = parse_args(argv)
     try:
         cfg = build_config(args)  # every config error surfaces here, before Ray starts
         storage, name, resume_from = resolve_run(args)
-    except ConfigError as e:
+        lock = claim_run(args, cfg, storage, name, argv)  # so do another live run and other settings
+    except (ConfigError, RunConflict, LockHeld) as e:
         print(f"pretrain: error: {e}", file=sys.stderr)
         return 2
-    start_ray(args.num_cpus)
     try:
+        start_ray(args.num_cpus)
         summary = pretrain(
             cfg,
             storage=storage,
@@ -450,10 +617,13 @@ def main(argv: list[str] | None = None) -> int:
             resume_from=resume_from,
             cache_dir=Path(args.cache_dir),
             title=Path(args.config).stem,
+            min_workers=args.min_workers,
         )
     except ConfigError as e:  # found once the data is known (a split with no rows, too few rows)
         print(f"pretrain: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        lock.release()
     print(json.dumps(summary), flush=True)
     return 0
 
@@ -473,8 +643,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="default: the cluster's CPUs minus one for Ray Data, shared by the workers (0.5 to 4)",
     )
-    p.add_argument("--resume", help="a run directory (continue it) or a checkpoint directory (start from it)")
-    p.add_argument("--experiment", help="run name under the storage path (default: pretrain-<config>-<time>)")
+    p.add_argument(
+        "--min-workers",
+        type=int,
+        default=None,
+        help="elastic: after a node is lost, continue with as few as this many workers (default: --workers)",
+    )
+    p.add_argument(
+        "--resume",
+        help="a run directory (continue it, also with other settings) or a checkpoint directory (start from it); "
+        "a path or a URI",
+    )
+    p.add_argument(
+        "--experiment",
+        help="run name under the storage path (default: pretrain-<config>-<time>); an existing name with the "
+        "same settings continues, with other settings it is refused",
+    )
+    p.add_argument(
+        "--force-new",
+        action="store_true",
+        help="start the run over at step 0 under an existing name (its old directory is moved aside, or "
+        "deleted on an object store)",
+    )
     p.add_argument("--storage", help="where runs live: a local path, NFS or s3://... (default: ./runs)")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts before the run fails")

@@ -1,5 +1,6 @@
 """ray_jobs/pretrain.py end to end on a local Ray: 2 CPU workers on synthetic shards, checkpoints,
-resume, and recovery from a worker killed by the fault-injection hook."""
+resume, recovery from a worker failed by the fault-injection hook and from one killed with SIGKILL,
+and a truncated latest checkpoint giving way to the previous one."""
 
 from __future__ import annotations
 
@@ -163,3 +164,93 @@ def test_bad_config_fails_before_ray_starts(tmp_path, capsys, monkeypatch):
     assert pretrain.main([*argv, "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "pretrain: error: mask.target_scale[1] = 1.5: must be in (0, 1]\n"
+
+
+def _train_workers() -> list:
+    """This test process's Ray Train worker processes (descendants only: never another session's)."""
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_worker_killed_with_sigkill_from_outside_is_survived_with_the_same_losses(runs):
+    """A real fault: SIGKILL to a Train worker process once the first checkpoint is registered. Ray
+    Train restarts the whole worker group from that checkpoint (FailureConfig) and the run ends with
+    the clean run's step count and losses."""
+    import os
+    import signal
+    import threading
+    import time
+
+    tmp, cache, _, _ = runs
+    run, killed = tmp / "sigkill", []
+
+    def kill_after_first_checkpoint():
+        snapshot, deadline = run / "checkpoint_manager_snapshot.json", time.time() + 300
+        while time.time() < deadline and not killed:
+            try:
+                registered = "step_0000002" in snapshot.read_text()
+            except OSError:
+                registered = False
+            workers = _train_workers() if registered else []
+            if workers:
+                os.kill(workers[-1].pid, signal.SIGKILL)
+                killed.append(workers[-1].pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    summary = _run(tmp, cache, "sigkill", "--max-failures", "1")
+    killer.join(timeout=5)
+    assert killed, "no Train worker was killed: the run ended before its first checkpoint was registered"
+    clean, again = _losses(tmp / "clean" / "metrics.csv"), _losses(run / "metrics.csv")
+    assert sorted(again) == list(range(6))
+    for step in range(6):
+        assert again[step] == pytest.approx(clean[step], rel=1e-5, abs=1e-6), step
+    assert Path(summary["latest_checkpoint"]).name == "step_0000006"
+
+
+def test_a_corrupt_latest_checkpoint_gives_way_to_the_previous_one(runs):
+    """The latest checkpoint truncated on disk: the resumed run verifies it against its checksums.json,
+    warns naming it and the one it uses instead, continues from the newest older checkpoint that
+    verifies, and ends with every step logged once and the earlier losses unchanged."""
+    import ray
+
+    from hqjepa.runs.integrity import is_verified, verify_dir
+    from ray_jobs import pretrain
+
+    tmp, cache, _, _ = runs
+
+    run = tmp / "clean"  # 8 steps after test_resume_continues_the_step_count
+    before = _losses(run / "metrics.csv")
+    state = run / "step_0000008" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    argv = ["--config", str(ROOT / "configs/tiny.yaml"), "--workers", "2", "--resume", str(run)]
+    argv += ["--cache-dir", str(cache), "--max-steps", "10"]
+    for s in SMALL:
+        argv += ["--set", s]
+    assert pretrain.main(argv) == 0
+    after = _losses(run / "metrics.csv")
+    assert sorted(after) == list(range(10))
+    for step in range(8):
+        assert after[step] == pytest.approx(before[step], rel=1e-5, abs=1e-6), step
+    summary = json.loads((run / "summary.json").read_text())
+    assert Path(summary["latest_checkpoint"]).name == "step_0000010"
+    verify_dir(summary["latest_checkpoint"])  # checksums.json written last, every file listed
+    for kept in run.glob("step_*"):  # a new checkpoint never went into the corrupt one's directory
+        assert kept.name == "step_0000008" or is_verified(kept), kept
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    warned = [
+        line
+        for f in logs.glob("worker-*.err")
+        for line in f.read_text(errors="replace").splitlines()
+        if "failed verification" in line
+    ]
+    assert any(str(run / "step_0000008") in w and "resuming from" in w for w in warned), warned
