@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-geobench": ("hqjepa.eval.synth_geobench", "write small GeoBench-format versions of the six tasks"),
     "pretrain-local": ("hqjepa.pretrain_local", "pretrain on synthetic pairs in one process (no Ray)"),
     "export": ("hqjepa.portable", "write an encoder artifact (model.safetensors + config.json) from export.pt"),
+    "migrate-shards": ("hqjepa.data.migrate", "rewrite a shard directory of an earlier layout in the current one"),
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -82,8 +82,19 @@ def _distributed() -> bool:
 class Trainer:
     """Holds the optimiser and schedules of one HQ-JEPA run and performs its steps."""
 
-    def __init__(self, model: nn.Module, cfg: Config, steps_per_epoch: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Config,
+        steps_per_epoch: int,
+        device: torch.device | str = "cpu",
+        input_transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    ) -> None:
+        """input_transform: applied to each micro-batch on the step's device before the forward pass
+        (`hqjepa.data.compact.BatchExpander`: the compact batches of the Ray Data stream are decoded
+        there); None: batches arrive decoded."""
         self.model = model
+        self.input_transform = input_transform
         self.core = model.module if hasattr(model, "module") else model  # DDP-wrapped or not
         self.cfg = cfg
         self.device = torch.device(device)
@@ -147,6 +158,8 @@ class Trainer:
         samples = 0
         for i, mb in enumerate(micro_batches):
             mb = {k: v.to(self.device, non_blocking=True) for k, v in mb.items()}
+            if self.input_transform is not None:
+                mb = self.input_transform(mb)
             samples += int(mb["s2"].shape[0])
             sync = contextlib.nullcontext()
             if i < n - 1 and hasattr(self.model, "no_sync"):

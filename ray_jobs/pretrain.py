@@ -262,11 +262,12 @@ def train_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import torch
 
+    from hqjepa.data.compact import BatchExpander
     from hqjepa.data.shards import band_stats, load_manifest
     from hqjepa.engine import Trainer
     from hqjepa.loop import FaultInjector, run_steps
     from hqjepa.models.hqjepa import HQJEPA
-    from ray_jobs._data import MaskCollateFn, torch_batches
+    from ray_jobs._data import compact_torch_batches
 
     quiet_report_log()
     cfg = config_from_dict(config["cfg"])
@@ -275,7 +276,9 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(cfg.optim.seed + rank)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(HQJEPA(cfg))  # DDP when world > 1 (gloo on CPU, NCCL on GPU)
-    trainer = Trainer(model, cfg, config["steps_per_epoch"], device)
+    # the stream carries the stored band bytes; the step decodes them on its device
+    expander = BatchExpander.from_manifest(load_manifest(config["shard_dir"]), STATS_SPLIT)
+    trainer = Trainer(model, cfg, config["steps_per_epoch"], device, input_transform=expander)
 
     log_dir = Path(tempfile.mkdtemp(prefix="hqjepa-log-"))
     restore(trainer, log_dir, config.get("resume_from"), rank=rank, world=world)
@@ -296,15 +299,18 @@ def train_loop(config: dict) -> None:
 
     def epoch_batches(epoch: int):
         # masks are seeded by (seed, rank, epoch, the batch's patch ids): the same on a rerun
-        return torch_batches(
+        return compact_torch_batches(
             shard,
             cfg.optim.batch_size,
-            MaskCollateFn(cfg.mask, cfg.model.grid, seed=[seed, rank, epoch]),
-            config["shard_dir"],
-            drop_last=True,
+            cfg.mask,
+            cfg.model.grid,
+            seed=[seed, rank, epoch],
+            shard_dir=config["shard_dir"],
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            shuffle_seed=seed * 1_000_003 + epoch * 1_009 + rank,
             prefetch_batches=cfg.data.prefetch_batches,
-            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=(seed * 1_000_003 + epoch * 1_009 + rank) if cfg.data.shuffle_buffer else None,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
         )
 
     marker = Path(config["fault_marker"]) if config.get("fault_marker") else None

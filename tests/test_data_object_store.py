@@ -81,7 +81,7 @@ def test_ray_data_streams_the_same_rows_from_s3(s3, ray_local):
     uri, local, _, _ = s3
 
     def rows(location):
-        ds = training_dataset(location, split=None, shuffle_files=False)
+        ds = training_dataset(location, split=None, shuffle_files=False, compact=False)  # decoded rows
         out = {}
         for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for key, s2 in zip(b["key"], b["s2"], strict=True):

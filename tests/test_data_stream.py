@@ -28,14 +28,14 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _batches(ds, batch_size=4, seed=0):
-    from ray_jobs._data import MaskCollateFn
+def _batches(ds, shards, batch_size=4, seed=0):
+    """The model's inputs from the training stream: compact batches decoded by the step's expander."""
+    from hqjepa.data.compact import BatchExpander
+    from ray_jobs._data import compact_torch_batches
 
-    return list(
-        ds.iterator().iter_torch_batches(
-            batch_size=batch_size, collate_fn=MaskCollateFn(MaskConfig(), grid=12, seed=seed)
-        )
-    )
+    expand = BatchExpander.from_manifest(load_manifest(shards), "train")
+    batches = compact_torch_batches(ds.iterator(), batch_size, MaskConfig(), 12, seed, shards, drop_last=False)
+    return [expand(b) for b in batches]
 
 
 def test_stream_yields_shaped_normalised_batches_equal_to_the_reference_transform(ray_local, shards):
@@ -46,7 +46,7 @@ def test_stream_yields_shaped_normalised_batches_equal_to_the_reference_transfor
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     try:
-        batches = _batches(training_dataset(shards, split=None, shuffle_files=False), batch_size=4)
+        batches = _batches(training_dataset(shards, split=None, shuffle_files=False), shards, batch_size=4)
     finally:
         ctx.execution_options.preserve_order = False
     assert [b["s2"].shape[0] for b in batches] == [4, 4, 4, 2]
@@ -76,7 +76,7 @@ def test_stream_keeps_one_split_normalised_by_its_statistics(ray_local, shards):
     from ray_jobs._data import training_dataset
 
     manifest = load_manifest(shards)
-    batches = _batches(training_dataset(shards, split="train"), batch_size=8)
+    batches = _batches(training_dataset(shards, split="train"), shards, batch_size=8)
     s2 = torch.cat([b["s2"] for b in batches])
     assert s2.shape[0] == manifest["split_counts"]["train"]
     # 10 m bands are not resampled: over the train rows their mean is 0 and std 1 exactly
@@ -88,14 +88,19 @@ def test_stream_keeps_one_split_normalised_by_its_statistics(ray_local, shards):
 def _worker_loop(config):
     import ray.train
 
-    from ray_jobs._data import MaskCollateFn, torch_batches
+    from hqjepa.data.compact import BatchExpander
+    from ray_jobs._data import compact_torch_batches
 
     shard = ray.train.get_dataset_shard("train")
-    collate = MaskCollateFn(MaskConfig(), grid=12, seed=ray.train.get_context().get_world_rank())
+    expand = BatchExpander.from_manifest(load_manifest(config["shards"]), "train")
+    rank = ray.train.get_context().get_world_rank()
     seen = []
-    for _ in range(2):  # two epochs
+    for epoch in range(2):  # two epochs
         rows = 0
-        for batch in torch_batches(shard, 4, collate, config["shards"]):
+        for batch in compact_torch_batches(
+            shard, 4, MaskConfig(), 12, [rank, epoch], config["shards"], shuffle_buffer=8, drop_last=False
+        ):
+            batch = expand(batch)
             assert batch["s2"].shape[1:] == (12, 120, 120) and torch.isfinite(batch["s2"]).all()
             rows += batch["s2"].shape[0]
         seen.append(rows)
@@ -124,7 +129,7 @@ def test_stream_feeds_a_ray_train_worker(ray_local, shards, tmp_path):
 def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     import shutil
 
-    from ray_jobs._data import MaskCollateFn, torch_batches, training_dataset
+    from ray_jobs._data import MaskCollateFn, compact_torch_batches, torch_batches, training_dataset
 
     bad = tmp_path / "shards"
     shutil.copytree(shards, bad)
@@ -138,8 +143,11 @@ def test_corrupt_shards_fail_with_their_path(ray_local, shards, tmp_path):
     victim.write_bytes(bytes(damaged))
     ds = training_dataset(bad, split=None)  # footers pass
     with pytest.raises(ShardError, match=str(victim)) as info:
-        list(torch_batches(ds.iterator(), 4, MaskCollateFn(MaskConfig(), grid=12), bad))
+        list(compact_torch_batches(ds.iterator(), 4, MaskConfig(), 12, 0, bad))
     assert str(bad / "part-00000.parquet") not in str(info.value)
+    ds = training_dataset(bad, split=None, compact=False)  # the host-decode stream reports it too
+    with pytest.raises(ShardError, match=str(victim)):
+        list(torch_batches(ds.iterator(), 4, MaskCollateFn(MaskConfig(), grid=12), bad))
 
 
 def test_ray_convert_driver_matches_the_in_process_conversion(ray_local, shards, tmp_path, capsys):

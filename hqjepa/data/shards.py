@@ -1,6 +1,6 @@
 """Parquet shards of converted BigEarthNet pairs: schema, atomic writes, manifest, `iter_pairs`.
 
-One row per S1/S2 pair (schema version 1):
+One row per S1/S2 pair (schema version 2, what the converter writes):
 
     patch_id      string        S2 patch name (v2: reBEN patch_id)
     s1_patch_id   string        S1 patch name
@@ -8,15 +8,29 @@ One row per S1/S2 pair (schema version 1):
     tile          string?       MGRS tile of the S2 acquisition, e.g. T33UUP
     date          date32?       S2 acquisition date
     country       string?       (v2 archives)
-    B01 ... B12   fixed_size_list<uint16>[h*w]   S2 bands at their native grid (120/60/20 px), row-major
-    VV, VH        fixed_size_list<float32>[14400] S1 backscatter in dB, 120 x 120
+    B01 ... B12   fixed_size_binary[2*h*w]       S2 bands at their native grid (120/60/20 px), uint16
+                                                 reflectances, row-major, as byte planes: the h*w low
+                                                 bytes, then the h*w high bytes
+    VV, VH        fixed_size_binary[4*14400]     S1 backscatter in dB, float32 120 x 120, as four byte
+                                                 planes (least significant byte first)
     labels19      fixed_size_list<uint8>[19]     multi-hot, `labels.LABELS19` order
-    labels43      fixed_size_list<uint8>[43]?    multi-hot, `labels.LABELS43` order; null for v2
+    labels43      fixed_size_binary[43]?         multi-hot bytes (0/1), `labels.LABELS43` order; null for v2
 
-Encoding: zstd, no dictionary, BYTE_STREAM_SPLIT on the band columns (the bytes of each value are
-stored in separate streams, so the constant high bytes of uint16 reflectances and the exponent
-bytes of float32 dB values compress well): ~180 KB per pair on synthetic scenes, against ~230 KB
-for plain zstd and ~690 KB for naive float32 at 120 px. The storage is lossless: values read back
+Encoding (version 2): the band columns LZ4 (`BAND_CODEC`), the others zstd, no dictionary on the
+bands. The byte planes put the near-constant high bytes of uint16 reflectances and the exponent
+bytes of float32 dB values side by side, which is what lets a fast codec compress them (plain
+little-endian values do not compress under LZ4 at all); unlike Parquet's list encoding, a
+fixed-size binary value is read without per-element levels, so a band arrives as one buffer per
+page. `pack_planes` / `unpack_planes` convert. Why this layout (sizes and read rates of the
+alternatives) is in docs/design.md, "Shards and manifest".
+
+Schema version 1 (earlier converters) stored the bands as fixed_size_list<uint16>[h*w] and
+fixed_size_list<float32>[14400] with zstd and BYTE_STREAM_SPLIT (~180 KB per pair on synthetic
+scenes, but ~5x slower to read) and labels43 as fixed_size_list<uint8>[43]? (which Arrow up to 25
+cannot read back when a row is null: apache/arrow#35692; such shards hold only null labels43, and
+the readers here take them as such). Every reader here takes both versions, telling them apart by the
+footer's `schema_version` (`shard_version`); `migrate_shards` (`hqjepa migrate-shards OLD NEW`)
+rewrites a version-1 directory as version 2. Either way the storage is lossless: values read back
 equal the GeoTIFF pixels bit for bit. Pages carry CRC checksums.
 
 A shard is written to a hidden temporary name and renamed into place, so a half-written shard is
@@ -41,7 +55,9 @@ from hqjepa.bands import S1_BANDS, S2_BANDS, native_size_px
 from hqjepa.data.labels import LABELS19, LABELS43
 from hqjepa.data.transforms import BandStats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what the converter writes
+READABLE_VERSIONS = (1, 2)  # what every reader here takes
+BAND_CODEC = "lz4"  # Parquet codec of the band columns (version 2); the other columns use zstd
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
 META_KEY = b"hqjepa"
@@ -60,9 +76,12 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def shard_schema():
-    """The pyarrow schema of a shard (schema version 1; see the module docstring for the columns)."""
+def shard_schema(version: int = SCHEMA_VERSION):
+    """The pyarrow schema of a shard of schema `version` (see the module docstring for the columns)."""
     import pyarrow as pa
+
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"shard schema version {version}: known versions are {READABLE_VERSIONS}")
 
     fields = [
         pa.field("patch_id", pa.string(), nullable=False),
@@ -72,20 +91,49 @@ def shard_schema():
         pa.field("date", pa.date32()),
         pa.field("country", pa.string()),
     ]
-    for b in S2_BANDS:
-        n = native_size_px(b)
-        fields.append(pa.field(b, pa.list_(pa.uint16(), n * n), nullable=False))
-    for b in S1_BANDS:
-        n = native_size_px(b)
-        fields.append(pa.field(b, pa.list_(pa.float32(), n * n), nullable=False))
+    for b in BANDS:
+        n, dt = native_size_px(b), band_dtype(b)
+        if version == 1:
+            typ = pa.list_(pa.uint16() if dt == np.uint16 else pa.float32(), n * n)
+        else:
+            typ = pa.binary(dt.itemsize * n * n)
+        fields.append(pa.field(b, typ, nullable=False))
     fields.append(pa.field("labels19", pa.list_(pa.uint8(), len(LABELS19)), nullable=False))
-    fields.append(pa.field("labels43", pa.list_(pa.uint8(), len(LABELS43))))
-    return pa.schema(fields, metadata={b"hqjepa_schema_version": str(SCHEMA_VERSION).encode()})
+    labels43 = pa.list_(pa.uint8(), len(LABELS43)) if version == 1 else pa.binary(len(LABELS43))
+    fields.append(pa.field("labels43", labels43))
+    return pa.schema(fields, metadata={b"hqjepa_schema_version": str(version).encode()})
 
 
 def band_dtype(band: str) -> np.dtype:
-    """Stored dtype of a band column: uint16 for S2 reflectances, float32 for S1 dB."""
-    return np.dtype(np.uint16) if band in S2_BANDS else np.dtype(np.float32)
+    """Stored dtype of a band column: uint16 for S2 reflectances, float32 for S1 dB (little-endian)."""
+    return np.dtype("<u2") if band in S2_BANDS else np.dtype("<f4")
+
+
+def shard_version(schema) -> int:
+    """Schema version of a shard or block from its band columns' types: 1 (lists) or 2 (byte planes)."""
+    import pyarrow as pa
+
+    typ = schema.field(BANDS[0]).type
+    return 2 if pa.types.is_fixed_size_binary(typ) else 1
+
+
+def pack_planes(values: np.ndarray) -> np.ndarray:
+    """[rows, ...] values -> uint8 [rows, itemsize * n]: the byte planes of each row's n values
+    (little-endian, least significant plane first), the version-2 band encoding."""
+    v = np.asarray(values)
+    rows = v.shape[0]
+    le = np.ascontiguousarray(v.reshape(rows, -1), dtype=v.dtype.newbyteorder("<"))
+    raw = le.view(np.uint8).reshape(rows, -1, v.dtype.itemsize)
+    return np.ascontiguousarray(raw.transpose(0, 2, 1)).reshape(rows, -1)
+
+
+def unpack_planes(raw: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+    """Inverse of `pack_planes`: uint8 [rows, itemsize * n] -> [rows, n] of `dtype` (native order)."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    raw = np.asarray(raw, dtype=np.uint8)
+    rows = raw.shape[0]
+    planes = raw.reshape(rows, dt.itemsize, -1)
+    return np.ascontiguousarray(planes.transpose(0, 2, 1)).view(dt).reshape(rows, -1).astype(dt.newbyteorder("="))
 
 
 # --- running statistics ---------------------------------------------------------------------------
@@ -121,11 +169,12 @@ def finish_moments(m: Sequence[float]) -> dict[str, float]:
 # --- writing --------------------------------------------------------------------------------------
 
 
-def rows_to_table(rows: Sequence[Mapping]):
-    """Pairs (dicts with ID_COLUMNS, `bands`, `labels19`, `labels43`) -> a pyarrow Table of the schema."""
+def rows_to_table(rows: Sequence[Mapping], version: int = SCHEMA_VERSION):
+    """Pairs (dicts with ID_COLUMNS, `bands`, `labels19`, `labels43`) -> a pyarrow Table of the schema
+    of `version` (the current one by default; 1 only to write shards as earlier converters did)."""
     import pyarrow as pa
 
-    schema = shard_schema()
+    schema = shard_schema(version)
     cols: dict[str, object] = {}
     for c in ID_COLUMNS:
         cols[c] = pa.array([r.get(c) for r in rows], type=schema.field(c).type)
@@ -139,7 +188,7 @@ def rows_to_table(rows: Sequence[Mapping]):
         )
         if flat.size != len(rows) * n * n:
             raise ValueError(f"band {b}: expected {n}x{n} values per row")
-        cols[b] = pa.FixedSizeListArray.from_arrays(pa.array(flat), n * n)
+        cols[b] = band_column(flat.reshape(len(rows), n * n), version)
     l19 = np.stack([np.asarray(r["labels19"], np.uint8) for r in rows]) if rows else np.zeros((0, 19), np.uint8)
     cols["labels19"] = pa.FixedSizeListArray.from_arrays(pa.array(l19.reshape(-1)), len(LABELS19))
     has43 = [r.get("labels43") is not None for r in rows]
@@ -154,12 +203,30 @@ def rows_to_table(rows: Sequence[Mapping]):
         else np.zeros((0, 43), np.uint8)
     )
     mask = pa.array([not h for h in has43], pa.bool_())
-    cols["labels43"] = pa.FixedSizeListArray.from_arrays(pa.array(l43.reshape(-1)), len(LABELS43), mask=mask)
+    if version == 1:
+        cols["labels43"] = pa.FixedSizeListArray.from_arrays(pa.array(l43.reshape(-1)), len(LABELS43), mask=mask)
+    else:
+        validity = pa.array(has43, pa.bool_()).buffers()[1] if not all(has43) else None
+        cols["labels43"] = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(len(LABELS43)), len(rows), [validity, pa.py_buffer(np.ascontiguousarray(l43))]
+        )
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
 
+def band_column(values: np.ndarray, version: int = SCHEMA_VERSION):
+    """[rows, h*w] values of one band -> its Arrow column in the layout of schema `version`."""
+    import pyarrow as pa
+
+    rows, width = values.shape
+    if version == 1:
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
+    raw = pack_planes(values)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(raw.shape[1]), rows, [None, pa.py_buffer(raw)])
+
+
 def write_shard(path: str | Path, table, meta: Mapping, row_group_size: int = 64) -> int:
-    """Write `table` to `path` atomically (hidden temp name, fsync, rename); returns bytes on disk."""
+    """Write `table` to `path` atomically (hidden temp name, fsync, rename); returns bytes on disk.
+    The encoding follows the table's layout (`shard_version`; module docstring)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -167,15 +234,18 @@ def write_shard(path: str | Path, table, meta: Mapping, row_group_size: int = 64
     schema_md = dict(table.schema.metadata or {})
     schema_md[META_KEY] = json.dumps(meta).encode()
     table = table.replace_schema_metadata(schema_md)
+    if shard_version(table.schema) == 1:
+        encoding = {"compression": "zstd", "use_byte_stream_split": [f"{b}.list.element" for b in BANDS]}
+    else:
+        encoding = {"compression": {c: BAND_CODEC if c in BANDS else "zstd" for c in table.column_names}}
     try:
         pq.write_table(
             table,
             tmp,
-            compression="zstd",
             use_dictionary=["patch_id", "s1_patch_id", "split", "tile", "country"],
-            use_byte_stream_split=[f"{b}.list.element" for b in BANDS],
             row_group_size=row_group_size,
             write_page_checksum=True,
+            **encoding,
         )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -240,26 +310,23 @@ def read_shard_meta(path: str | Path) -> dict:
     if META_KEY not in md:
         raise ShardError(f"{path}: not an hqjepa shard (no '{META_KEY.decode()}' footer metadata)")
     meta = json.loads(md[META_KEY])
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    version = meta.get("schema_version")
+    if version not in READABLE_VERSIONS:
         raise ShardError(
-            f"{path}: shard schema version {meta.get('schema_version')}, this code reads "
-            f"{SCHEMA_VERSION}; convert the archive again"
+            f"{path}: shard schema version {version}, this code reads {READABLE_VERSIONS}; convert the archive again"
         )
     if pf.metadata.num_rows != meta.get("rows"):
         raise ShardError(f"{path}: footer has {pf.metadata.num_rows} rows, shard metadata says {meta.get('rows')}")
-    if not pf.schema_arrow.remove_metadata().equals(shard_schema().remove_metadata()):
-        raise ShardError(f"{path}: columns differ from the shard schema")
+    if not pf.schema_arrow.remove_metadata().equals(shard_schema(version).remove_metadata()):
+        raise ShardError(f"{path}: columns differ from the shard schema (version {version})")
     return meta
 
 
 def verify_shard(path: str | Path) -> None:
     """Read every page of a shard, checking page CRCs; ShardError naming the path on any damage."""
     read_shard_meta(path)
-    try:
-        for _ in _open_parquet(path, page_checksum_verification=True).iter_batches(batch_size=256):
-            pass
-    except Exception as e:  # noqa: BLE001
-        raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
+    for _ in shard_tables(path, batch_size=256):
+        pass
 
 
 def find_corrupt_shards(paths: Sequence[str | Path]) -> list[ShardError]:
@@ -289,8 +356,9 @@ def load_manifest(shard_dir: str | Path) -> dict:
         ) from None
     except ValueError as e:
         raise ShardError(f"{path}: unreadable manifest ({e})") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(f"{path}: schema version {manifest.get('schema_version')}, expected {SCHEMA_VERSION}")
+    if manifest.get("schema_version") not in READABLE_VERSIONS:
+        version = manifest.get("schema_version")
+        raise ShardError(f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}")
     return manifest
 
 
@@ -326,10 +394,27 @@ def band_stats(manifest: Mapping, split: str | None = "train") -> BandStats:
     return BandStats.from_dict(chosen or stats["all"])
 
 
-def _column_arrays(table, band: str) -> np.ndarray:
+def band_array(table, band: str) -> np.ndarray:
+    """One band column of a shard table of either schema version -> [rows, h, w] values as stored
+    (uint16 or float32)."""
+    import pyarrow as pa
+
     n = native_size_px(band)
-    col = table.column(band).combine_chunks()
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), n, n)
+    col = table.column(band)
+    arr = col.chunk(0) if isinstance(col, pa.ChunkedArray) and col.num_chunks == 1 else col
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_fixed_size_binary(arr.type):
+        return unpack_planes(binary_values(arr), band_dtype(band)).reshape(len(arr), n, n)
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), n, n)
+
+
+def binary_values(arr) -> np.ndarray:
+    """A fixed_size_binary Arrow array without nulls -> uint8 [rows, width], zero-copy."""
+    width = arr.type.byte_width
+    buf = arr.buffers()[1]
+    flat = np.frombuffer(buf, np.uint8, count=(arr.offset + len(arr)) * width)
+    return flat[arr.offset * width :].reshape(len(arr), width)
 
 
 def iter_pairs(shard_dir: str | Path) -> Iterator[dict]:
@@ -339,23 +424,9 @@ def iter_pairs(shard_dir: str | Path) -> Iterator[dict]:
     stored, native resolution), labels19 (class names), labels43 (class names, or None where the
     archive only has 19-class labels), split (or None). A damaged shard raises ShardError with its path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     for path in shard_files(shard_dir):
-        try:
-            batches = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=64)
-        except Exception as e:  # noqa: BLE001
-            raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except Exception as e:  # noqa: BLE001 - damaged pages surface as several arrow error types
-                raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
-            t = pa.Table.from_batches([batch])
-            bands = {b: _column_arrays(t, b) for b in BANDS}
+        for t in shard_tables(path):
+            bands = {b: band_array(t, b) for b in BANDS}
             ids = {c: t.column(c).to_pylist() for c in ("patch_id", "s1_patch_id", "split")}
             l19 = _fsl_numpy(t.column("labels19"), len(LABELS19))
             l43_col = t.column("labels43").combine_chunks()
@@ -372,11 +443,61 @@ def iter_pairs(shard_dir: str | Path) -> Iterator[dict]:
                 }
 
 
+def shard_tables(path: str | Path, batch_size: int = 64) -> Iterator:
+    """The rows of one shard (either schema version) as pyarrow Tables of up to `batch_size` rows,
+    page CRCs verified; ShardError naming the path on damage. A version-1 shard whose labels43 are
+    all null (v2 archives), which Arrow cannot read back (apache/arrow#35692), yields them as nulls."""
+    import pyarrow as pa
+
+    try:
+        pf = _open_parquet(path, page_checksum_verification=True)
+        schema, columns, fill = pf.schema_arrow, None, None
+        if shard_version(schema) == 1 and _all_null(pf, "labels43"):
+            fill = schema.field("labels43")
+            columns = [n for n in schema.names if n != fill.name]
+        batches = pf.iter_batches(batch_size=batch_size, columns=columns)
+    except ShardError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - damaged pages surface as several arrow error types
+            raise ShardError(f"{path}: corrupt Parquet shard ({e})") from None
+        t = pa.Table.from_batches([batch])
+        if fill is not None:
+            t = t.append_column(fill, pa.nulls(t.num_rows, fill.type))
+        yield t
+
+
+def _all_null(pf, column: str) -> bool:
+    """Whether every row group's statistics say `column` (a list column) holds only null rows."""
+    md = pf.metadata
+    leaves = [i for i in range(md.num_columns) if md.schema.column(i).path.split(".")[0] == column]
+    for rg in range(md.num_row_groups):
+        group = md.row_group(rg)
+        for i in leaves:
+            chunk = group.column(i)
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or stats.null_count != group.num_rows:
+                return False
+            if chunk.num_values != group.num_rows:
+                return False
+    return bool(leaves)
+
+
 def _fsl_numpy(col, width: int) -> np.ndarray:
-    """A fixed_size_list column -> [rows, width] array (null rows read as zeros)."""
+    """A fixed_size_list or fixed_size_binary column -> [rows, width] array (null rows read as zeros)."""
     import pyarrow as pa
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_fixed_size_binary(arr.type):
+        out = binary_values(arr).copy()
+        out[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0
+        return out
     flat = arr.flatten().to_numpy(zero_copy_only=False)
     if arr.null_count:
         out = np.zeros((len(arr), width), flat.dtype)

@@ -2,7 +2,19 @@
 
 This module never imports Ray: the driver creates the Dataset (`ray.data.read_parquet(files,
 columns=STREAM_COLUMNS, include_paths=True)`, see `ray_jobs/_data.py`) and hands it to
-`training_pipeline`, which only calls the Dataset's own methods. The pipeline:
+`training_pipeline`, which only calls the Dataset's own methods.
+
+Two decode placements. The default, `compact=True` (`compact_block`), decodes nothing on the CPU:
+
+    read_parquet -> map_batches(compact_block, batch_format="pyarrow")
+           keep the requested split; add `key`; keep the band columns' bytes as stored (a
+           version-1 block is re-encoded to the version-2 byte planes here)
+      -> iter_torch_batches(collate_fn=compact.CompactCollator(...))   # uint8 band groups + masks
+      -> the training step: compact.BatchExpander on its device (unpack, upsample, standardise)
+
+so Ray's object store and the host-to-device copy carry ~276 KB per pair, not 806 KB of float32,
+and the CPU does the Parquet read and little else. `compact=False` is the host decode below, whose
+blocks are the model inputs themselves (the reference the compact path is tested against):
 
     read_parquet (streaming, one shard = one or more blocks)
       -> map_batches(decode_block, batch_format="pyarrow")   # once per block, no per-row Python
@@ -31,7 +43,7 @@ import torch
 
 from hqjepa.bands import REFERENCE_SIZE_PX, S1_BANDS, S2_BANDS, native_size_px
 from hqjepa.data.labels import LABELS19
-from hqjepa.data.shards import BANDS, ShardError, band_stats
+from hqjepa.data.shards import BANDS, ShardError, band_array, band_column, band_stats, shard_version
 from hqjepa.data.transforms import resample_array
 
 STREAM_COLUMNS: tuple[str, ...] = ("patch_id", "split") + BANDS + ("labels19",)
@@ -39,11 +51,9 @@ PATH_COLUMN = "path"  # added by read_parquet(include_paths=True)
 
 
 def _band_block(table, band: str) -> np.ndarray:
-    """A fixed_size_list band column -> [rows, h, w] (zero-copy for a single chunk)."""
-    n = native_size_px(band)
-    col = table.column(band)
-    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return arr.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, n, n)
+    """A band column of either shard layout -> [rows, h, w] as stored (zero-copy for a version-1
+    single chunk)."""
+    return band_array(table, band)
 
 
 def _shard_of(table) -> str:
@@ -90,6 +100,31 @@ def decode_block(
     return {"s2": s2.numpy(), "s1": s1.numpy(), "labels19": labels, "key": keys}
 
 
+def compact_block(table, *, split: str | None = None):
+    """One pyarrow block of shard rows (either schema version) -> the compact rows Ray Data carries:
+    `key` (int64 CRC-32 of the patch id), `labels19` and the 14 band columns in the version-2 byte
+    planes, no values decoded (module docstring). split: keep only rows of this split (None: all)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        if split is not None:
+            table = table.filter(pc.equal(table.column("split"), split))
+        keys = np.fromiter(
+            (zlib.crc32(p.encode()) for p in table.column("patch_id").to_pylist()), dtype=np.int64, count=table.num_rows
+        )
+        cols = {"key": pa.array(keys), "labels19": table.column("labels19")}
+        v1 = shard_version(table.schema) == 1
+        for band in BANDS:
+            if v1:
+                cols[band] = band_column(band_array(table, band).reshape(table.num_rows, -1))
+            else:
+                cols[band] = table.column(band)
+        return pa.table(cols)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as e:
+        raise ShardError(f"{_shard_of(table)}: block does not decode as an hqjepa shard ({e})") from e
+
+
 def block_decoder(
     manifest: Mapping[str, Any],
     split: str | None = "train",
@@ -108,13 +143,21 @@ def training_pipeline(
     stats_split: str | None = "train",
     size_px: int = REFERENCE_SIZE_PX,
     block_rows: int = 64,
+    compact: bool = False,
 ):
     """Apply the decode step to a Ray Dataset read from the shards; returns the new Dataset.
 
     dataset: `ray.data.read_parquet(files, columns=list(STREAM_COLUMNS), include_paths=True)`.
     split: rows to keep (None: every row); stats_split: whose statistics normalise (falls back to all).
     block_rows: rows per decode call (bounds the float32 working set: ~0.7 MB per row).
+    compact: carry the stored bytes (`compact_block`; the step expands them with
+    `compact.BatchExpander.from_manifest(manifest, stats_split, size_px)`); block_rows is then
+    ignored and a whole read block is one call, nothing being decoded.
     """
+    if compact:
+        return dataset.map_batches(
+            partial(compact_block, split=split), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+        )
     return dataset.map_batches(
         block_decoder(manifest, split, stats_split, size_px),
         batch_format="pyarrow",
