@@ -15,7 +15,11 @@ The story of a run:
 3. gather: a job that failed (missing bands, corrupt sample file, checkpoint that does not match the
    model, ...) comes back as a record naming it and the cause; the others are unaffected;
 4. write OUT/results.json, OUT/table.md (the paper's Table 1 layout, mean +- std over seeds) and
-   OUT/results.png, and print the table.
+   OUT/results.png, and print the table;
+5. with --mlflow URI (or $MLFLOW_TRACKING_URI): one MLflow run (experiment --mlflow-experiment,
+   default "hqjepa") with the eval config as params (keys as --set takes them, "linear.epochs"; the
+   run's settings under "evaluate."), each encoder/task/protocol's mean, std, valid_mean and n as
+   metrics ("checkpoint/m-eurosat/linear/mean") and results.json, table.md, results.png as artifacts.
 Exit status: 0 when every job finished, 3 when some failed (the report names them), 2 on bad usage.
 `--config` names the model config the checkpoint must match (refused with a clear error otherwise);
 it also gives the random-init baseline its architecture when the checkpoint cannot be read.
@@ -43,6 +47,7 @@ from hqjepa.eval.report import write_report
 from hqjepa.eval.runner import PROTOCOLS, EvalJob, error_record, feature_seeds, run_extract, run_finetune, run_linear
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
 from hqjepa.runs import storage
+from hqjepa.tracking import add_tracking_args, tracking_from_flags
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if bad or not protocols:
             raise ValueError(f"--protocol {args.protocol}: choose from {', '.join(PROTOCOLS)}")
         bench = benchmark_or_default(args.benchmark_dir, args.cache_dir, announce=lambda m: print(f"evaluate: {m}"))
+        tracking = tracking_from_flags(args.mlflow, args.mlflow_experiment)
     except (ConfigError, GeoBenchFormatError, ValueError, yaml.YAMLError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
@@ -135,8 +141,48 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(args.out, records, meta, names)
     print(Path(paths["table"]).read_text())
     failed = sum(r.get("status") != "ok" for r in records)
+    if tracking is not None:
+        paths["mlflow_run_id"] = track_evaluation(tracking, config, meta, records, paths, args)
     print(json.dumps({"runs": len(records), "failed": failed, **paths}))
     return 3 if failed else 0
+
+
+def track_evaluation(tracking, config: dict, meta: dict, records: list[dict], paths: dict, args) -> str | None:
+    """Step 5 of the module docstring; returns the MLflow run id (None, with a warning, when the
+    tracking server fails: the results are on disk already)."""
+    from hqjepa import provenance
+    from hqjepa import tracking as tr
+    from hqjepa.eval.report import summarize
+
+    settings = {k: v for k, v in meta.items() if k not in ("eval_config", "seconds")}
+    cells = {
+        f"{encoder}/{task}/{protocol}": {k: cell[k] for k in ("mean", "std", "valid_mean", "n")}
+        for encoder, by_protocol in summarize(records).items()
+        for protocol, by_task in by_protocol.items()
+        for task, cell in by_task.items()
+    }
+    failed = sum(r.get("status") != "ok" for r in records)
+    tags = {
+        "hqjepa.job": "evaluate",
+        "hqjepa.checkpoint": args.checkpoint,
+        "hqjepa.commit": provenance.git_commit(ROOT),
+    }
+    try:
+        run = tr.start_run(
+            tracking,
+            f"evaluate-{Path(args.out).resolve().name}",
+            tr.flatten_params({**config, "evaluate": settings}),
+            tags,
+        )
+        tr.log_metrics(
+            run, {**tr.summary_metrics(cells), "jobs": len(records), "failed_jobs": failed, "seconds": meta["seconds"]}
+        )
+        tr.log_artifacts(run, [paths["results"], paths["table"], paths["chart"]])
+        tr.end_run(run, "FINISHED" if failed < len(records) else "FAILED")
+    except Exception as e:  # a tracking outage must not change the exit status
+        print(f"evaluate: warning: MLflow tracking at {tracking.uri} failed: {e}", file=sys.stderr)
+        return None
+    return run["run_id"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -168,6 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override an eval-config value, e.g. linear.epochs=20 (repeatable)",
     )
     p.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per Ray task when GPUs exist")
+    add_tracking_args(p)
     return p.parse_args(argv)
 
 

@@ -34,6 +34,12 @@ The story of a run:
    model.safetensors + config.json, for `hqjepa.load_pretrained` and torch.hub), metrics.csv,
    losses.png and summary.json (on an object store: made locally, uploaded to the run's prefix),
    and prints the summary.
+8. With --mlflow URI (or $MLFLOW_TRACKING_URI) the run is also an MLflow run (experiment
+   --mlflow-experiment, default "hqjepa"): rank 0 opens it with Ray's `setup_mlflow`, the resolved
+   config and the plan as params ("model.embed_dim", "plan.workers"), and logs every step's metrics
+   (metrics.csv's row); the driver uploads losses.png, summary.json, export.pt and encoder/ at the end.
+   RUN_DIR/mlflow_run.json names the MLflow run, so a resumed or restarted run continues it; a
+   value changed on resume is the tag "changed.<key>" (MLflow params cannot change).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 
 from hqjepa.config import Config, ConfigError, config_from_dict, load_config, parse_override
+from hqjepa.tracking import add_tracking_args, tracking_from_flags
 
 STATE_FILE = "state.pt"
 EXPORT_FILE = "export.pt"
@@ -86,6 +93,10 @@ class StepReporter:
     Every rank reports to Ray Train when a report is due (a report is a barrier); rank 0 alone keeps
     metrics.csv and TensorBoard and attaches the checkpoint.
     """
+
+    mlflow = None  # rank 0, when tracked: the MLflow module `setup_mlflow` returned (see `track`)
+    mlflow_run: dict | None = None  # its run record (hqjepa.tracking.RUN_FILE)
+    failed = False  # set by train_loop when the steps raised: the MLflow run ends FAILED
 
     def __init__(
         self,
@@ -143,6 +154,47 @@ class StepReporter:
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, row)
+        if self.mlflow is not None:  # the same row, queued (end_run in `close` flushes it)
+            from hqjepa.tracking import clean_metrics
+
+            self.mlflow.log_metrics(clean_metrics(metrics), step=row, synchronous=False)
+
+    def track(self, settings: dict) -> None:
+        """Rank 0: open the run's MLflow run with Ray's `setup_mlflow`, or continue the one named by
+        RUN/mlflow_run.json (a resumed or restarted run); the resolved config and the plan become its
+        params, a value changed since becomes the tag "changed.<key>"."""
+        from ray.air.integrations.mlflow import setup_mlflow
+
+        from hqjepa import tracking
+        from hqjepa.runs import storage as store
+
+        tracking.allow_file_store(settings["uri"])
+        where = store.join(settings["run_location"], tracking.RUN_FILE)
+        known = json.loads(store.read_bytes(where)) if store.exists(where) else None
+        params = tracking.flatten_params({**self.cfg.to_dict(), "plan": settings["plan"]})
+        logged = tracking.logged_params(settings["uri"], known["run_id"]) if known else None
+        changed: dict[str, str] = {}
+        if logged is not None:
+            params, changed = tracking.split_params(params, logged)
+            os.environ["MLFLOW_RUN_ID"] = known["run_id"]  # mlflow.start_run continues this run
+        self.mlflow = setup_mlflow(
+            params,
+            tracking_uri=settings["uri"],
+            experiment_name=settings["experiment"],
+            run_name=settings["run_name"],
+            create_experiment_if_not_exists=True,
+            tags=settings["tags"],
+        )
+        if changed:
+            self.mlflow.set_tags({f"changed.{k}": v for k, v in changed.items()})
+        info = self.mlflow.active_run().info
+        self.mlflow_run = {
+            "uri": settings["uri"],
+            "experiment": settings["experiment"],
+            "experiment_id": info.experiment_id,
+            "run_id": info.run_id,
+        }
+        store.write_bytes(where, (json.dumps(self.mlflow_run, indent=1) + "\n").encode())
 
     def report_checkpoint(self, step: int, metrics: dict[str, float]) -> None:
         """Every rank reports; rank 0 attaches state.pt, metrics.csv and, at the end, export.pt."""
@@ -176,10 +228,12 @@ class StepReporter:
             storage.upload(self.tensorboard_dir, self.tensorboard_upload)
 
     def close(self) -> None:
-        """Flush TensorBoard (and upload it, for an object-store run)."""
+        """Flush TensorBoard (and upload it, for an object-store run); end the MLflow session."""
         if self.tb is not None:
             self.upload_tensorboard()
             self.tb.close()
+        if self.mlflow is not None:
+            self.mlflow.end_run("FAILED" if self.failed else "FINISHED")
 
 
 def older_checkpoints(latest: Checkpoint) -> list[Checkpoint]:
@@ -293,6 +347,8 @@ def train_loop(config: dict) -> None:
         band_stats=band_stats(load_manifest(config["shard_dir"]), STATS_SPLIT),
         run_location=config.get("run_location"),
     )
+    if rank == 0 and config.get("mlflow"):
+        reporter.track(config["mlflow"])
 
     shard = ray.train.get_dataset_shard("train")
     seed = cfg.optim.seed
@@ -318,6 +374,9 @@ def train_loop(config: dict) -> None:
     fault = FaultInjector(cfg.train.fail_at_step, marker) if rank == fail_rank else None
     try:
         run_steps(trainer, epoch_batches, config["max_steps"], reporter.on_step, fault)
+    except BaseException:
+        reporter.failed = True
+        raise
     finally:
         reporter.close()
 
@@ -389,6 +448,7 @@ def pretrain(
     cache_dir: Path = ROOT / "runs" / "data",
     title: str = "",
     min_workers: int | None = None,
+    tracking=None,
 ) -> dict:
     """Steps 3-7 of the module docstring on a running Ray; returns the run's summary. Rerunning
     with the same storage and name continues the run (Ray Train finds its snapshot); a larger
@@ -451,6 +511,7 @@ def pretrain(
             "run_location": run_location,
             "tensorboard_dir": store.join(run_location, "tensorboard"),
             "fault_marker": store.join(run_location, ".fault_injected"),
+            "mlflow": tracking_settings(tracking, plan, run_location) if tracking else None,
         },
         scaling_config=ScalingConfig(
             num_workers=(min_workers, workers) if min_workers is not None and min_workers < workers else workers,
@@ -474,7 +535,51 @@ def pretrain(
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"training run {name} failed: {result.error}") from result.error
-    return finish(result, run_location, name, time.time() - t0, title or name)
+    summary = finish(result, run_location, name, time.time() - t0, title or name)
+    if tracking is not None:
+        try:
+            summary["mlflow"] = track_artifacts(run_location)
+        except Exception as e:  # the run's files are written: a tracking outage now only warns
+            print(f"pretrain: warning: MLflow tracking at {tracking.uri} failed: {e}", file=sys.stderr, flush=True)
+    return summary
+
+
+def tracking_settings(tracking, plan: dict, run_location: str) -> dict:
+    """What rank 0's `StepReporter.track` needs: the tracking (hqjepa.tracking.Tracking), where the
+    run file lives, the run's name, params beyond the config (the plan) and tags."""
+    from hqjepa.provenance import git_commit
+    from hqjepa.runs import storage as store
+
+    keep = ("rows", "workers", "resources_per_worker", "global_batch", "steps_per_epoch", "max_steps")
+    return {
+        **tracking.to_dict(),
+        "run_location": run_location,
+        "run_name": plan["run"],
+        "plan": {**{k: plan[k] for k in keep if k in plan}, "shards": store.redact(plan["shards"])},
+        "tags": {"hqjepa.job": "pretrain", "hqjepa.run": store.redact(run_location), "hqjepa.commit": git_commit(ROOT)},
+    }
+
+
+def track_artifacts(run_location: str) -> dict | None:
+    """Driver, after `finish`: upload losses.png, summary.json, export.pt and the portable encoder/
+    to the MLflow run RUN/mlflow_run.json names, and mark it FINISHED; returns the run record."""
+    from hqjepa import tracking
+    from hqjepa.runs import storage as store
+
+    where = store.join(run_location, tracking.RUN_FILE)
+    if not store.exists(where):
+        return None
+    run = json.loads(store.read_bytes(where))
+    names = ("losses.png", "summary.json", EXPORT_FILE, "encoder")  # encoder/: the portable artifact
+    with tempfile.TemporaryDirectory(prefix="hqjepa-mlflow-") as tmp:
+        if store.is_uri(run_location):  # an object store: fetched to a local folder first
+            found = [n for n in names if store.exists(store.join(run_location, n))]
+            paths = [store.download(store.join(run_location, n), Path(tmp) / n) for n in found]
+        else:
+            paths = [Path(run_location) / n for n in names]
+        tracking.log_artifacts(run, [p for p in paths if p.exists()])
+    tracking.end_run(run, "FINISHED")
+    return run
 
 
 def finish(result, run_location: str, name: str, seconds: float, title: str) -> dict:
@@ -606,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args)  # every config error surfaces here, before Ray starts
         storage, name, resume_from = resolve_run(args)
+        tracking = tracking_from_flags(args.mlflow, args.mlflow_experiment)  # mlflow missing: an error here
         lock = claim_run(args, cfg, storage, name, argv)  # so do another live run and other settings
     except (ConfigError, RunConflict, LockHeld) as e:
         print(f"pretrain: error: {e}", file=sys.stderr)
@@ -624,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=Path(args.cache_dir),
             title=Path(args.config).stem,
             min_workers=args.min_workers,
+            tracking=tracking,
         )
     except ConfigError as e:  # found once the data is known (a split with no rows, too few rows)
         print(f"pretrain: error: {e}", file=sys.stderr)
@@ -677,6 +784,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-at-step", type=int, default=None, help="fault injection: one worker fails once at this step")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
     p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where synthetic shards are cached")
+    add_tracking_args(p)
     p.add_argument(
         "--set",
         action="append",

@@ -27,6 +27,13 @@ The story of a search:
 6. EXP gets trials.csv and trials.md (every trial: parameters, metric, rounds, status), params.png
    (metric vs each parameter), history.png (optimisation history) and best_config.yaml (the base
    config with the best trial's values, for ray_jobs/pretrain.py --config).
+7. With --mlflow URI (or $MLFLOW_TRACKING_URI), experiment --mlflow-experiment (default "hqjepa"):
+   the search is an MLflow run (its settings as params, EXP/mlflow_run.json names it) and Ray's
+   `MLflowLoggerCallback` makes each trial a run nested under it (the trial's sampled values as
+   params, every report as metrics; the objective as "geobench/<task>/<protocol>/valid" beside its
+   ".../test"). At the end the search's run gets step 6's files and
+   search.json as artifacts and the best score and trial counts as metrics. --resume continues the
+   same runs, whatever the flags say.
 On a multi-node cluster --storage must be a filesystem every node mounts at the same path (NFS):
 trials on other nodes write their Train runs under EXP/runs; only the driver opens EXP/optuna.db.
 Exit status: 0 when every trial finished (some may have failed: see the table), 130 when the
@@ -64,6 +71,7 @@ from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load
 from hqjepa.eval.default_benchmark import benchmark_or_default
 from hqjepa.eval.geobench import TASKS
 from hqjepa.eval.safe_pickle import GeoBenchFormatError
+from hqjepa.tracking import add_tracking_args, tracking_from_flags
 from hqjepa.tuning.report import write_report
 from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict
 from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends
@@ -279,7 +287,7 @@ def plan_resources(settings: TuneSettings) -> TuneSettings:
     return dataclasses.replace(settings, max_concurrent=concurrent, cpus_per_worker=cpw)
 
 
-def build_tuner(settings: TuneSettings, restore: bool) -> tune.Tuner:
+def build_tuner(settings: TuneSettings, restore: bool, callbacks: list | None = None) -> tune.Tuner:
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -328,8 +336,72 @@ def build_tuner(settings: TuneSettings, restore: bool) -> tune.Tuner:
             name=settings.name,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=callbacks,  # restored with the rest of the Tuner on --resume
         ),
     )
+
+
+def trial_runs_callback(run: dict):
+    """Ray's MLflowLoggerCallback for the search whose MLflow run is `run` (its trials' runs are nested
+    under it); a trial continued by --resume continues its MLflow run instead of opening another."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from hqjepa import tracking
+
+    class TrialRuns(MLflowLoggerCallback):
+        def log_trial_start(self, trial):
+            # Ray's own version logs trial.config as it is, and MLflow refuses names such as
+            # "mask.target_scale[0]"; its trial -> run map starts empty again after a restore
+            runs = self._trial_runs
+            if trial not in runs:
+                tags = {**self.tags, "trial_name": str(trial)}
+                found = tracking.find_run(tracking.Tracking(self.tracking_uri, self.experiment_name), tags)
+                runs[trial] = found or self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
+            run = {"uri": self.tracking_uri, "run_id": runs[trial]}
+            tracking.log_params(run, tracking.flatten_params(trial.config))
+
+        def log_trial_result(self, iteration, trial, result):
+            # the config is the run's params already (and not valid metric names); the objective
+            # "geobench/<task>/<protocol>" beside ".../test" becomes ".../valid" (a file: store needs it)
+            result = tracking.folder_safe_metrics({k: v for k, v in result.items() if k != "config"})
+            super().log_trial_result(iteration, trial, result)
+
+    tags = {"mlflow.parentRunId": run["run_id"], "hqjepa.job": "tune-trial"}
+    return TrialRuns(tracking_uri=run["uri"], experiment_name=run["experiment"], tags=tags)
+
+
+def open_search_run(settings: TuneSettings, tracking) -> dict | None:
+    """The search's own MLflow run: the one EXP/mlflow_run.json names (a resumed search), else a new
+    one when `tracking` is on, with the settings (and the base config, "base_config.model.depth") as
+    params. None when the search is not tracked."""
+    from hqjepa import provenance
+    from hqjepa import tracking as tr
+
+    run = tr.read_run_file(settings.exp_dir)
+    if run is not None and tr.continue_run(run):
+        return run
+    if tracking is None:
+        return None
+    tags = {"hqjepa.job": "tune", "hqjepa.search": settings.exp_dir, "hqjepa.commit": provenance.git_commit(ROOT)}
+    run = tr.start_run(tracking, settings.name, tr.flatten_params(dataclasses.asdict(settings)), tags)
+    tr.write_run_file(settings.exp_dir, run)
+    return run
+
+
+def close_search_run(run: dict, settings: TuneSettings, paths: dict, interrupted: bool) -> None:
+    """The report's files, the best score and the trial counts to the search's MLflow run."""
+    from hqjepa import tracking as tr
+
+    files = [paths.get(k) for k in ("table_csv", "table_md", "params_png", "history_png", "best_config")]
+    try:
+        tr.log_artifacts(run, [f for f in files if f] + [Path(settings.exp_dir) / SETTINGS_FILE])
+        best = {"best_metric": paths["best_metric"]} if paths.get("best_metric") is not None else {}
+        tr.log_metrics(run, {**best, **tr.summary_metrics({"trials": paths["trials"]})})
+        if paths.get("best_trial"):
+            tr.client(run["uri"]).set_tag(run["run_id"], "best_trial", paths["best_trial"])
+        tr.end_run(run, "KILLED" if interrupted else "FINISHED")
+    except Exception as e:  # the search's own files are written; a tracking outage only warns
+        print(f"tune: warning: MLflow tracking at {run['uri']} failed: {e}", file=sys.stderr)
 
 
 def collect_rows(settings: TuneSettings) -> list[dict]:
@@ -427,10 +499,20 @@ def main(argv: list[str] | None = None) -> int:
 
     exp_dir = Path(settings.exp_dir)
     restore = bool(args.resume) and tune.Tuner.can_restore(str(exp_dir))
+    try:
+        tracking = tracking_from_flags(args.mlflow, args.mlflow_experiment)
+    except ConfigError as e:
+        print(f"tune: error: {e}", file=sys.stderr)
+        return 2
     start_ray(args.num_cpus)
     if not args.resume:
         settings = plan_resources(settings)
         settings.save()
+    try:
+        search_run = open_search_run(settings, tracking)
+    except Exception as e:
+        print(f"tune: error: MLflow tracking at {tracking.uri if tracking else '?'}: {e}", file=sys.stderr)
+        return 2
     print(
         json.dumps(
             {
@@ -448,15 +530,18 @@ def main(argv: list[str] | None = None) -> int:
                 "max_concurrent": settings.max_concurrent,
                 "cpus_per_worker": settings.cpus_per_worker,
                 "optuna": f"sqlite:///{exp_dir / 'optuna.db'}",
+                "mlflow_run": search_run and search_run["run_id"],
             }
         ),
         flush=True,
     )
-    build_tuner(settings, restore).fit()
+    build_tuner(settings, restore, [trial_runs_callback(search_run)] if search_run else None).fit()
 
     paths = report(settings)
     counts = paths["trials"]
     interrupted = counts.get("unfinished", 0) > 0 or counts["total"] < settings.trials
+    if search_run is not None:
+        close_search_run(search_run, settings, paths, interrupted)
     print(Path(paths["table_md"]).read_text(), flush=True)
     print(json.dumps({"event": "interrupted" if interrupted else "done", **paths}), flush=True)
     if interrupted:
@@ -538,6 +623,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search STORAGE/NAME")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded Ray (default: all)")
     p.add_argument("--cache-dir", default=str(ROOT / "runs" / "data"), help="where synthetic shards are cached")
+    add_tracking_args(p)
     return p.parse_args(argv)
 
 

@@ -12,7 +12,9 @@ The functions take angle arrays whose leading axes may carry a broadcast (batch)
 
 from __future__ import annotations
 
-import pennylane as qml
+from hqjepa.quantum.fidelity import import_pennylane
+
+qml = import_pennylane()  # PennyLane is optional (hqjepa[reference]): a clear error without it
 
 N_WIRES = 11
 ANCILLA = 0

@@ -8,6 +8,8 @@ Backends:
     "pennylane"            PennyLane QNode per sample, adjoint differentiation (the reference).
     "pennylane_broadcast"  PennyLane QNode, parameter broadcasting over the batch, backprop.
 All three return the same numbers and gradients (to floating-point rounding).
+PennyLane is an optional dependency (`pip install 'hqjepa[reference]'`), imported only when a
+PennyLane backend is asked for; without it, asking is a ModuleNotFoundError that says what to install.
 """
 
 from __future__ import annotations
@@ -18,7 +20,33 @@ from torch import Tensor
 from hqjepa.quantum.statevector import N_QUBITS, statevector_fidelity
 
 BACKENDS = ("statevector", "pennylane", "pennylane_broadcast")
+PENNYLANE_BACKENDS = ("pennylane", "pennylane_broadcast")
+REFERENCE_EXTRA = "pip install 'hqjepa[reference]'"
 _DTYPES = (torch.float32, torch.float64)
+
+
+def import_pennylane():
+    """The `pennylane` module; ModuleNotFoundError naming the extra to install when it is absent."""
+    try:
+        import pennylane
+    except ModuleNotFoundError as e:
+        if e.name != "pennylane":  # PennyLane is there but one of its own imports failed
+            raise
+        raise ModuleNotFoundError(
+            f"the FQS backends {' and '.join(PENNYLANE_BACKENDS)} need PennyLane, which is not installed: "
+            f"{REFERENCE_EXTRA}",
+            name="pennylane",
+        ) from None
+    return pennylane
+
+
+def check_backend(backend: str) -> None:
+    """ValueError for an unknown backend; for a PennyLane backend, PennyLane must import
+    (`import_pennylane`'s error otherwise)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if backend in PENNYLANE_BACKENDS:
+        import_pennylane()
 
 
 def check_angles(student: Tensor, teacher: Tensor, predictor: Tensor, finite: bool = True) -> None:
@@ -71,12 +99,11 @@ def swap_test_fidelity(
     lets NaN angles through as NaN fidelities (the training step skips such steps and counts them;
     a ValueError would end the run instead).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
     check_angles(student, teacher, predictor, finite=check_finite)
     if backend == "statevector":
         return statevector_fidelity(student, teacher, predictor)
-    # PennyLane is imported only when asked for: it is slow to import and not needed to train.
+    # PennyLane is imported only when asked for: it is optional, slow to import and not needed to train.
     from hqjepa.quantum import reference
 
     if backend == "pennylane":

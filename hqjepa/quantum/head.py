@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from hqjepa.losses.fqs import collapse_gap, fqs_loss, shuffled_pairs
-from hqjepa.quantum.fidelity import BACKENDS, swap_test_fidelity
+from hqjepa.quantum.fidelity import check_backend, swap_test_fidelity
 from hqjepa.quantum.statevector import N_QUBITS
 
 ANGLES_PER_LAYER = N_QUBITS * 3
@@ -69,8 +69,7 @@ class FQSHead(nn.Module):
             raise ValueError(f"enc_layers: expected >= 1, got {enc_layers}")
         if pred_layers < 0:
             raise ValueError(f"pred_layers: expected >= 0, got {pred_layers}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        check_backend(backend)  # unknown: ValueError; PennyLane's without PennyLane: what to install
         if mode not in FQS_MODES:
             raise ValueError(f"mode: expected one of {FQS_MODES}, got {mode!r}")
         if not angle_scale > 0:

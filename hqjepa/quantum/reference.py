@@ -8,19 +8,23 @@ Two ways, both real QNodes of `circuit.swap_test_circuit` with the torch interfa
 - `pennylane_broadcast_fidelity`: one broadcast execution for the whole batch (PennyLane parameter
   broadcasting) differentiated by backprop through the simulator; "default.qubit" only.
 
-PennyLane runs on the CPU in double precision: inputs on another device or in float32 are copied
-(differentiably) and the result is returned in the inputs' dtype and device.
+PennyLane is optional (`pip install 'hqjepa[reference]'`); importing this module without it raises
+ModuleNotFoundError with that hint. PennyLane runs on the CPU in double precision: inputs on another
+device or in float32 are copied (differentiably) and the result is returned in the inputs' dtype and
+device.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-import pennylane as qml
 import torch
 from torch import Tensor
 
 from hqjepa.quantum.circuit import N_WIRES, swap_test_circuit
+from hqjepa.quantum.fidelity import import_pennylane
+
+qml = import_pennylane()  # optional: without it, an error naming the extra to install
 
 
 @lru_cache(maxsize=8)
