@@ -62,6 +62,65 @@ def build_config(args: argparse.Namespace) -> dict:
     return eval_config_from_dict(raw).to_dict()  # checked
 
 
+def submit_jobs(
+    encoders: list[str],
+    pairs: list[tuple[str, str]],
+    seeds: list[int],
+    config: dict,
+    checkpoint: str,
+    benchmark_dir: str,
+    model_config: str | None = None,
+    *,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+) -> dict[ray.ObjectRef, EvalJob]:
+    """Step 2 of the module docstring for every encoder and (task, protocol) pair: the Ray tasks, not
+    yet waited on (`gather` waits). They are scheduled on the cluster's free resources, never in a
+    caller's placement group (a Ray Tune trial's, whose bundle is sized for the trial alone), so a
+    search's probes spread over the cluster like an evaluation's."""
+    opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "scheduling_strategy": "DEFAULT"}
+    extract_remote = ray.remote(run_extract).options(**opts)
+    linear_remote = ray.remote(run_linear).options(**opts)
+    finetune_remote = ray.remote(run_finetune).options(**opts)
+
+    pending: dict[ray.ObjectRef, EvalJob] = {}
+    for encoder in encoders:
+        for task, protocol in pairs:
+
+            def job(seed: int, task: str = task, encoder: str = encoder, protocol: str = protocol) -> EvalJob:
+                return EvalJob(task, protocol, seed, encoder, checkpoint, benchmark_dir, config, model_config)
+
+            if protocol == "linear":
+                extracted: dict[int, ray.ObjectRef] = {}
+                for seed, source in feature_seeds(encoder, seeds, config).items():
+                    if source not in extracted:
+                        extracted[source] = extract_remote.remote(job(source))
+                    pending[linear_remote.remote(job(seed), extracted[source])] = job(seed)
+            else:
+                for seed in seeds:
+                    pending[finetune_remote.remote(job(seed))] = job(seed)
+    return pending
+
+
+def gather(pending: dict[ray.ObjectRef, EvalJob], echo: bool = False) -> list[dict]:
+    """Step 3: every job's record as it finishes (a worker that died becomes an error record naming
+    the job); `echo` prints one JSON line per record."""
+    records = []
+    refs = list(pending)
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        job = pending[done[0]]
+        try:
+            record = ray.get(done[0])
+        except ray.exceptions.RayError as e:  # a worker that died, not an error inside the job
+            record = error_record(job, e)
+        records.append(record)
+        if echo:
+            keys = ("task", "protocol", "encoder", "seed", "status", "test", "error")
+            print(json.dumps({k: record.get(k) for k in keys}), flush=True)
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -82,42 +141,18 @@ def main(argv: list[str] | None = None) -> int:
 
     started_here = start_ray(log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
-    opts = {"num_cpus": 1, "num_gpus": args.gpu_fraction if gpus else 0}
-    extract_remote = ray.remote(run_extract).options(**opts)
-    linear_remote = ray.remote(run_linear).options(**opts)
-    finetune_remote = ray.remote(run_finetune).options(**opts)
-
-    pending: dict[ray.ObjectRef, EvalJob] = {}
-    for encoder in encoders:
-        for task in tasks:
-
-            def job(protocol: str, seed: int, task: str = task, encoder: str = encoder) -> EvalJob:
-                return EvalJob(task, protocol, seed, encoder, args.checkpoint, str(bench), config, args.config)
-
-            if "linear" in protocols:
-                extracted: dict[int, ray.ObjectRef] = {}
-                for seed, source in feature_seeds(encoder, seeds, config).items():
-                    if source not in extracted:
-                        extracted[source] = extract_remote.remote(job("linear", source))
-                    pending[linear_remote.remote(job("linear", seed), extracted[source])] = job("linear", seed)
-            if "finetune" in protocols:
-                for seed in seeds:
-                    pending[finetune_remote.remote(job("finetune", seed))] = job("finetune", seed)
-
-    records = []
-    refs = list(pending)
-    while refs:
-        done, refs = ray.wait(refs, num_returns=1)
-        job = pending[done[0]]
-        try:
-            record = ray.get(done[0])
-        except ray.exceptions.RayError as e:  # a worker that died, not an error inside the job
-            record = error_record(job, e)
-        records.append(record)
-        print(
-            json.dumps({k: record.get(k) for k in ("task", "protocol", "encoder", "seed", "status", "test", "error")}),
-            flush=True,
-        )
+    pairs = [(task, protocol) for task in tasks for protocol in PROTOCOLS if protocol in protocols]
+    pending = submit_jobs(
+        encoders,
+        pairs,
+        seeds,
+        config,
+        args.checkpoint,
+        str(bench),
+        args.config,
+        num_gpus=args.gpu_fraction if gpus else 0,
+    )
+    records = gather(pending, echo=True)
     if started_here:
         ray.shutdown()
 

@@ -19,8 +19,12 @@ The story of a search:
 4. A trial (`run_trial`, a Tune function trainable holding --trial-cpus) trains in R rounds: each
    round calls ray_jobs/pretrain.py's `pretrain` with a larger train.max_steps, which continues the
    same Ray Train run (EXP/runs/<trial id>) from its latest checkpoint; the trial then probes the
-   export on the GeoBench task(s) in its own process (hqjepa/tuning/trial.py) and reports
-   {metric, round, ...} to Tune with a checkpoint naming the round.
+   export on the GeoBench task(s) with ray_jobs/evaluate.py's Ray tasks, one per (task, protocol,
+   seed) (and one feature extraction per linear task), each asking for --eval-cpus CPU (and
+   --eval-gpus GPU when the cluster has GPUs), scheduled outside the trial's placement group so the
+   cluster farms them; it waits on them and reports {metric, round, ...} to Tune with a checkpoint
+   naming the round. --protocol linear,finetune reports both scores of every metric's task (the
+   objective stays --metric).
 5. Interrupted (Ctrl-C, a lost driver): the same command with --resume restores the experiment
    (Tuner.restore(..., resume_errored=True)); finished trials stay finished and are not re-run,
    an unfinished trial continues at its next round from its Train run's latest checkpoint.
@@ -74,7 +78,15 @@ from hqjepa.eval.safe_pickle import GeoBenchFormatError
 from hqjepa.tracking import add_tracking_args, tracking_from_flags
 from hqjepa.tuning.report import write_report
 from hqjepa.tuning.space import SAMPLERS, SearchSpace, load_space, make_sampler, space_from_dict
-from hqjepa.tuning.trial import budget_config, evaluate_export, objective_name, parse_metrics, round_ends
+from hqjepa.tuning.trial import (
+    budget_config,
+    objective_name,
+    parse_metrics,
+    probe_pairs,
+    round_ends,
+    scores_from_records,
+)
+from ray_jobs.evaluate import gather, submit_jobs
 from ray_jobs.pretrain import plan_steps, pretrain, synthetic_shards, training_rows
 
 DEFAULT_METRIC = "geobench/m-eurosat/linear"
@@ -113,6 +125,9 @@ class TuneSettings:
     cpus_per_worker: float | None  # None until plan_resources fills it in
     trial_cpus: float
     trial_gpus: float
+    protocols: list[str]  # protocols probed on every metric's task besides the metric's own (reported)
+    eval_cpus: float  # CPUs of each probe task (Ray tasks outside the trial's placement group)
+    eval_gpus: float  # GPU share of each probe task when the cluster has GPUs
     max_concurrent: int | None
     max_failures: int
     benchmark_dir: str
@@ -152,6 +167,9 @@ def run_trial(config: dict, settings: TuneSettings) -> None:
     _, total = plan_steps(cfg, settings.rows, settings.workers)
     ends = round_ends(total, settings.rounds)
     metrics = parse_metrics(settings.metric)
+    pairs = probe_pairs(metrics, settings.protocols)
+    seeds = eval_config_from_dict(settings.eval_config).run.seeds
+    gpus = settings.eval_gpus if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     runs = Path(settings.exp_dir) / "runs"
 
     done = 0
@@ -171,7 +189,17 @@ def run_trial(config: dict, settings: TuneSettings) -> None:
             cache_dir=Path(settings.cache_dir),
             title=f"{settings.name} {trial_id}",
         )
-        scores = evaluate_export(summary["export"], metrics, settings.benchmark_dir, settings.eval_config)
+        pending = submit_jobs(
+            ["checkpoint"],
+            pairs,
+            seeds,
+            settings.eval_config,
+            summary["export"],
+            settings.benchmark_dir,
+            num_cpus=settings.eval_cpus,
+            num_gpus=gpus,
+        )
+        scores = scores_from_records(gather(pending), metrics, pairs)
         result = {
             **scores,
             "round": r,
@@ -210,8 +238,12 @@ def check_settings(args: argparse.Namespace) -> TuneSettings:
             raise ConfigError(f"{name} {value}: must be >= 1")
     if args.trial_cpus <= 0:
         raise ConfigError(f"--trial-cpus {args.trial_cpus}: must be > 0 (Ray refuses a trial of no resources)")
+    if args.eval_cpus <= 0 or not 0 <= args.eval_gpus <= 1:
+        raise ConfigError(f"--eval-cpus {args.eval_cpus} / --eval-gpus {args.eval_gpus}: need > 0 and [0, 1]")
     metric = args.metric or space.metric or DEFAULT_METRIC
     metrics = parse_metrics(metric)
+    protocols = [p.strip() for p in (args.protocol or "").split(",") if p.strip()]
+    probe_pairs(metrics, protocols)  # an unknown protocol fails here
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: must be >= 1")
     cache = Path(args.cache_dir).resolve()
@@ -257,6 +289,9 @@ def check_settings(args: argparse.Namespace) -> TuneSettings:
         cpus_per_worker=args.cpus_per_worker,
         trial_cpus=args.trial_cpus,
         trial_gpus=args.trial_gpus,
+        protocols=protocols,
+        eval_cpus=args.eval_cpus,
+        eval_gpus=args.eval_gpus,
         max_concurrent=args.max_concurrent,
         max_failures=args.max_failures,
         benchmark_dir=str(bench),
@@ -274,7 +309,13 @@ def read_space_file(path: str) -> dict:
 
 def plan_resources(settings: TuneSettings) -> TuneSettings:
     """Concurrent trials and CPUs per Train worker for this cluster. Per concurrent trial Ray holds
-    the trial's own CPU share, the Train workers' CPUs and GPUs, and leaves ~1 CPU for Ray Data."""
+    the trial's own CPU share, the Train workers' CPUs and GPUs, and leaves ~1 CPU for Ray Data.
+
+    Probes are Ray tasks outside the trials' placement groups: they take CPUs that training or other
+    trials' probes free. The trial functions' own shares are held for the whole search, so at most
+    (CPUs - eval_cpus) / trial_cpus trials run at once: with every running trial waiting on its
+    probes, one probe still fits (on 2 CPUs: 0.5 for the trial, 1 for its probe, never a deadlock).
+    A cluster too small for even that gets probes of the CPUs left."""
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 1.0), res.get("GPU", 0.0)
     workers = settings.workers
@@ -283,8 +324,17 @@ def plan_resources(settings: TuneSettings) -> TuneSettings:
         concurrent = settings.max_concurrent or max(1, int(gpus // (workers * settings.gpus_per_worker)))
     else:
         concurrent = settings.max_concurrent or 1
+    eval_cpus = min(settings.eval_cpus, max(cpus - trial_cpus, 0.01))
+    fits = max(1, int((cpus - eval_cpus) // trial_cpus))
+    if concurrent > fits:
+        print(
+            f"tune: {concurrent} concurrent trials would leave no CPU for their GeoBench probes on {cpus:g} CPUs; "
+            f"running {fits} at once",
+            file=sys.stderr,
+        )
+        concurrent = fits
     cpw = settings.cpus_per_worker or max(0.5, min(4.0, (cpus / concurrent - trial_cpus - 1.0) / workers))
-    return dataclasses.replace(settings, max_concurrent=concurrent, cpus_per_worker=cpw)
+    return dataclasses.replace(settings, max_concurrent=concurrent, cpus_per_worker=cpw, eval_cpus=eval_cpus)
 
 
 def build_tuner(settings: TuneSettings, restore: bool, callbacks: list | None = None) -> tune.Tuner:
@@ -606,7 +656,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default: the CPUs one concurrent trial may use, less its own share and 1 for Ray Data",
     )
     p.add_argument("--trial-cpus", type=float, default=0.5, help="CPUs the trial function itself holds (> 0)")
-    p.add_argument("--trial-gpus", type=float, default=0.0, help="GPU share of the trial function (for its probe)")
+    p.add_argument("--trial-gpus", type=float, default=0.0, help="GPU share of the trial function itself")
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="comma list of linear, finetune: also probe every metric's task under these (reported in "
+        "trials.csv as geobench/<task>/<protocol>, not optimised); default: the metrics' own protocols",
+    )
+    p.add_argument("--eval-cpus", type=float, default=1.0, help="CPUs of each GeoBench probe task")
+    p.add_argument("--eval-gpus", type=float, default=0.25, help="GPU share of each probe task when GPUs exist")
     p.add_argument(
         "--max-concurrent",
         type=int,

@@ -1,7 +1,8 @@
 """ray_jobs/tune.py end to end: a 3-trial Optuna/ASHA search over tune_spaces/masking.yaml on
-synthetic pairs, probed on a small synthetic m-eurosat, interrupted with SIGINT after its first trial
-finished, then resumed with --resume: it completes, finished trials are not re-run, the Optuna study
-holds exactly the three trials, and the best config loads."""
+synthetic pairs, probed on a small synthetic m-eurosat under linear probing and fine-tuning (Ray
+tasks launched by the trials), interrupted with SIGINT after its first trial finished, then resumed
+with --resume: it completes, finished trials are not re-run, the Optuna study holds exactly the
+three trials, trials.csv has both protocols' scores, and the best config loads."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def search(tmp_path_factory):
         "linear.lrs=[0.01]",
         "--eval-set",
         "run.seeds=[0]",
+        "--eval-set",
+        "finetune.epochs=1",
+        "--protocol",
+        "linear,finetune",
     ]
     for s in SMALL:
         argv += ["--set", s]
@@ -144,6 +149,7 @@ def test_three_trial_search_completes_with_a_best_config_that_loads(search):
     for r in rows:  # ASHA may stop a trial after round 1; every trial ends complete or stopped, none failed
         assert r["status"] == ("complete" if r["rounds"] == str(ROUNDS) else "stopped early"), r
         assert 0 <= float(r["geobench/m-eurosat/linear"]) <= 100
+        assert 0 <= float(r["geobench/m-eurosat/finetune"]) <= 100  # --protocol linear,finetune: both
         assert 1 <= int(json.loads(r["mask.num_targets"])) <= 6
         low, high = json.loads(r["mask.target_scale"])
         assert 0.1 <= low <= 0.2 <= high <= 0.3

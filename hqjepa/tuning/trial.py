@@ -17,6 +17,11 @@ rounds; round r ends at step
 
 and after each round the encoder is probed and the result reported, so a scheduler (ASHA) can stop
 a poor trial between rounds.
+
+Probes: the metrics' (task, protocol) pairs, plus each of their tasks under every protocol asked
+for (`probe_pairs`; tune.py's --protocol linear,finetune reports both scores of every task), are
+run as Ray tasks by ray_jobs/tune.py; `scores_from_records` turns the finished jobs' records into
+the trial's report. `evaluate_export` does the same in one process, without Ray.
 """
 
 from __future__ import annotations
@@ -86,34 +91,64 @@ def round_ends(total_steps: int, rounds: int) -> list[int]:
     return [math.ceil(total_steps * r / rounds) for r in range(1, rounds + 1)]
 
 
+def probe_pairs(metrics: Sequence[tuple[str, str]], protocols: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """What a trial probes: the metrics' (task, protocol) pairs, then each of their tasks under every
+    protocol of `protocols` that is not probed already (reported, never optimised)."""
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ConfigError(f"protocol {bad[0]!r}: choose from {', '.join(PROTOCOLS)}")
+    pairs = list(metrics)
+    for task in dict.fromkeys(task for task, _ in metrics):
+        pairs += [(task, p) for p in PROTOCOLS if p in protocols and (task, p) not in pairs]
+    return pairs
+
+
+def scores_from_records(
+    records: Sequence[dict], metrics: Sequence[tuple[str, str]], pairs: Sequence[tuple[str, str]] | None = None
+) -> dict[str, float]:
+    """Finished evaluation jobs -> {metric: mean valid, metric/test: mean test, ...} for every probed
+    pair, and geobench/mean over `metrics` when there are several. A failed job raises RuntimeError with
+    the runner's message (task / protocol / encoder / seed: cause)."""
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        raise RuntimeError(f"evaluation failed: {failed[0]['error']}")
+    out: dict[str, float] = {}
+    for task, protocol in pairs or metrics:
+        mine = [r for r in records if (r["task"], r["protocol"]) == (task, protocol)]
+        if not mine:
+            raise RuntimeError(f"evaluation failed: no finished job for {task} / {protocol}")
+        name = metric_name(task, protocol)
+        out[name] = sum(float(r["valid"]) for r in mine) / len(mine)
+        out[f"{name}/test"] = sum(float(r["test"]) for r in mine) / len(mine)
+    if len(metrics) > 1:
+        out[MEAN_METRIC] = sum(out[metric_name(*m)] for m in metrics) / len(metrics)
+    return out
+
+
 def evaluate_export(
     export: str | Path,
     metrics: Sequence[tuple[str, str]],
     benchmark_dir: str | Path,
     eval_config: dict,
     device: str | None = None,
+    protocols: Sequence[str] = (),
 ) -> dict[str, float]:
-    """Probe an exported encoder in this process: {metric: mean valid, metric/test: mean test, ...}.
-    Linear probing extracts the frozen features once and trains one head per seed. A failed
-    evaluation raises RuntimeError with the runner's message (task / protocol / encoder / seed: cause)."""
+    """Probe an exported encoder in this process: {metric: mean valid, metric/test: mean test, ...}
+    for `probe_pairs(metrics, protocols)`. Linear probing extracts the frozen features once and trains
+    one head per seed. A failed evaluation raises RuntimeError (see `scores_from_records`)."""
     seeds = eval_config_from_dict(eval_config).run.seeds
-    out: dict[str, float] = {}
-    for task, protocol in metrics:
+    pairs = probe_pairs(metrics, protocols)
+    records: list[dict] = []
+    for task, protocol in pairs:
         jobs = [
             EvalJob(task, protocol, seed, "checkpoint", str(export), str(benchmark_dir), eval_config, device=device)
             for seed in seeds
         ]
         if protocol == "linear":
             features = run_extract(jobs[0])
-            records = [run_linear(job, features) for job in jobs]
+            records += [run_linear(job, features) for job in jobs]
         else:
-            records = [run_finetune(job) for job in jobs]
-        failed = [r for r in records if r.get("status") != "ok"]
-        if failed:
-            raise RuntimeError(f"evaluation failed: {failed[0]['error']}")
-        name = metric_name(task, protocol)
-        out[name] = sum(float(r["valid"]) for r in records) / len(records)
-        out[f"{name}/test"] = sum(float(r["test"]) for r in records) / len(records)
-    if len(metrics) > 1:
-        out[MEAN_METRIC] = sum(out[metric_name(*m)] for m in metrics) / len(metrics)
-    return out
+            records += [run_finetune(job) for job in jobs]
+        if any(r.get("status") != "ok" for r in records):
+            break
+    return scores_from_records(records, metrics, pairs)
