@@ -1,9 +1,35 @@
 """Data path benchmark: archive -> shards -> Ray Data -> torch, against its goals, in one run.
 
     python -m bench.data [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
-                         [--steps 3] [--workdir DIR]
+                         [--steps 3] [--workdir DIR] [--parts convert,layouts,cpu,read,consumer]
+                         [--rounds 3]
 
-Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line:
+Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line.
+
+CPU cost of the input pipeline (`--parts cpu`), the throughput goal at GPU scale. Everything from
+the shard files up to the tensors handed to the training step is measured as CPU time, not wall
+time: the utime + stime (from /proc/PID/stat) of this process and of every process descended from
+it (the raylet, the GCS, Ray's agents and every Ray worker that ran read tasks), summed over the
+warm epoch, so the Ray Data workers' reads, the object store, Ray's scheduling and the batch
+assembly in this process all count, and so does anything else those processes did meanwhile.
+Pairs divided by those CPU seconds are pairs/s per core. The work the training step does on its
+device (`compact.BatchExpander`: unpacking, upsampling, standardising; GPU work on a GPU node) is
+not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_per_core`).
+  pipeline_cpu_pairs_per_s_per_core  ray_jobs/_data.training_dataset -> compact_torch_batches (the
+                                 training stream: shuffle buffer `data.shuffle_buffer` of --config,
+                                 batch --batch, masks drawn) over the current (version-2) shards;
+                                 and, labelled `path: host-decode, layout: v1`, today's earlier
+                                 stream (decode, upsample and standardise in Ray Data, Ray's shuffle
+                                 and collate) over the same pairs in the version-1 layout
+  bare_read_pairs_per_s_per_core pyarrow.parquet.read_table of the stream's columns of the same
+                                 files, one thread, process CPU time: the physical anchor
+  pipeline_over_bare_read        the two above (goal >= 0.5); the sides run interleaved, --rounds
+                                 times each, and each figure is the median of its rounds
+  layout_candidates              bytes per pair and bare read per core of the band encodings
+                                 considered for the shards (byte planes or little-endian values x
+                                 LZ4, zstd, none), written from the same rows
+
+Older records:
   convert_pairs_per_s_per_core   in-process conversion (1 core) and Ray tasks (all cores, per core)
   bytes_per_pair                 shard bytes on disk per pair (goal <= 200 KB; naive float32 ~690 KB)
   read_pyarrow_batches_per_s     plain pyarrow read + the same decode + collate, one process
@@ -35,6 +61,7 @@ import torch
 
 from hqjepa.config import load_config
 from hqjepa.data.collate import MaskCollator
+from hqjepa.data.compact import BatchExpander
 from hqjepa.data.convert import convert_archive, convert_shard, finalise, plan_conversion
 from hqjepa.data.shards import BANDS, load_manifest, shard_files
 from hqjepa.data.stream import STREAM_COLUMNS, block_decoder
@@ -78,7 +105,7 @@ def bench_convert(archive: Path, work: Path, shard_size: int) -> Path:
 
     import ray
 
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     out = work / "shards"
     plan = plan_conversion(archive, out, shard_size=shard_size)
     remote = ray.remote(num_cpus=1)(convert_shard)
@@ -231,6 +258,274 @@ def bench_consumer(config: str, batch: int, steps: int) -> float | None:
     return rate
 
 
+# --- CPU cost of the input pipeline -----------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu() -> dict[int, float]:
+    """CPU seconds (utime + stime) of this process and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK
+    me = os.getpid()
+    out, todo = {me: cpu.get(me, 0.0)}, [me]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out[child] = cpu[child]
+            todo.append(child)
+    return out
+
+
+def tree_cpu_seconds(fn) -> tuple[object, float, float]:
+    """(fn(), CPU seconds of this process tree while it ran, wall seconds). A process that ended
+    meanwhile is not counted (Ray keeps its workers)."""
+    before = _proc_cpu()
+    t0 = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - t0
+    after = _proc_cpu()
+    return result, sum(t - before.get(pid, 0.0) for pid, t in after.items()), wall
+
+
+def _repeat_files(shards: Path, stream_rows: int, tag: str) -> list[str]:
+    """The shard files hard-linked under several names until they hold about `stream_rows` rows (Ray
+    drops duplicate paths, hence links), so that an epoch is long enough to measure."""
+    manifest = load_manifest(shards)
+    files = shard_files(shards)
+    repeats = max(1, -(-stream_rows // manifest["pairs"]))
+    links = shards.parent / f"stream-{tag}"
+    links.mkdir(exist_ok=True)
+    linked = []
+    for r in range(repeats):
+        for f in files:
+            dst = links / f"r{r:03d}-{Path(f).name}"
+            if not dst.exists():
+                os.link(f, dst)
+            linked.append(str(dst))
+    return linked
+
+
+def write_version1(shards: Path, out: Path) -> Path:
+    """The same rows in the earlier layout (schema version 1), as earlier converters wrote them."""
+    import pyarrow as pa
+
+    from hqjepa.data.migrate import to_current
+    from hqjepa.data.shards import MANIFEST, read_shard_meta, shard_tables, write_json_atomic, write_shard
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((shards / MANIFEST).read_text())
+    for entry in manifest["shards"]:
+        path = shards / entry["file"]
+        table = pa.concat_tables([to_current(t, 1) for t in shard_tables(path)])
+        entry["bytes"] = write_shard(out / entry["file"], table, {**read_shard_meta(path), "schema_version": 1})
+    write_json_atomic(
+        out / MANIFEST, {**manifest, "schema_version": 1, "bytes": sum(e["bytes"] for e in manifest["shards"])}
+    )
+    return out
+
+
+def bench_layouts(shards: Path) -> None:
+    """Bytes per pair and bare-read pairs/s per core of candidate band encodings, from the same rows."""
+    import pyarrow as pa
+
+    from hqjepa.data.shards import BANDS, band_array, band_dtype, shard_tables
+
+    tables = [pa.concat_tables(list(shard_tables(f))) for f in shard_files(shards)]
+    rows = sum(t.num_rows for t in tables)
+    out = shards.parent / "layouts"
+    out.mkdir(exist_ok=True)
+    for planes in (True, False):
+        encoded = []
+        for t in tables:
+            cols = {}
+            for b in BANDS:
+                values = band_array(t, b).reshape(t.num_rows, -1).astype(band_dtype(b))
+                raw = (
+                    np.ascontiguousarray(
+                        values.view(np.uint8).reshape(t.num_rows, -1, values.itemsize).transpose(0, 2, 1)
+                    )
+                    if planes
+                    else values.view(np.uint8)
+                ).reshape(t.num_rows, -1)
+                cols[b] = pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(raw.shape[1]), t.num_rows, [None, pa.py_buffer(raw)]
+                )
+            encoded.append(pa.table(cols))
+        for codec in ("lz4", "zstd", "none"):
+            files = []
+            for i, t in enumerate(encoded):
+                f = out / f"{'planes' if planes else 'le'}-{codec}-{i}.parquet"
+                pq.write_table(
+                    t, f, compression=codec, use_dictionary=False, row_group_size=64, write_page_checksum=True
+                )
+                files.append(f)
+            size = sum(f.stat().st_size for f in files) / rows
+            rates = []
+            for _ in range(3):
+                c0, n = time.process_time(), 0
+                for _ in range(3):
+                    for f in files:
+                        n += pq.read_table(f, use_threads=False).num_rows
+                rates.append(n / (time.process_time() - c0))
+            emit(
+                "layout_candidates",
+                size / 1000,
+                "KB per pair (bands only)",
+                encoding=f"fixed_size_binary, {'byte planes' if planes else 'little-endian values'}, {codec}",
+                bare_read_pairs_per_s_per_core=round(float(np.median(rates)), 1),
+                goal="<= 250 KB per pair",
+            )
+
+
+def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> None:
+    """The training stream's CPU cost per pair against the bare read of the same files (module docstring)."""
+    import pyarrow as pa
+    import ray
+
+    from hqjepa.data.stream import training_pipeline
+    from ray_jobs._data import MaskCollateFn, compact_torch_batches, read_shards, torch_batches
+
+    old = write_version1(shards, shards.parent / "shards-v1")
+    current = {"files": _repeat_files(shards, stream_rows, "v2"), "dir": shards}
+    earlier = {"files": _repeat_files(old, stream_rows, "v1"), "dir": old}
+    manifest = load_manifest(shards)
+    grid, shuffle = cfg.model.grid, cfg.data.shuffle_buffer
+    ds_new = training_pipeline(read_shards(current["files"]), manifest, split=None, compact=True)
+    # the earlier stream as it was: Ray's block split (no fusion), host decode, Ray's shuffle and collate
+    ds_old = training_pipeline(read_shards(earlier["files"], block_per_file=False), manifest, split=None)
+
+    def pipeline_new() -> int:
+        rows = 0
+        for b in compact_torch_batches(
+            ds_new.iterator(), batch, cfg.mask, grid, [0, 0, 0], shards, shuffle_buffer=shuffle, shuffle_seed=0
+        ):
+            rows += b["key"].shape[0]
+        return rows
+
+    def pipeline_old() -> int:
+        rows = 0
+        for b in torch_batches(
+            ds_old.iterator(),
+            batch,
+            MaskCollateFn(cfg.mask, grid, [0, 0, 0]),
+            old,
+            drop_last=True,
+            local_shuffle_buffer_size=shuffle or None,
+            local_shuffle_seed=0,
+        ):
+            rows += b["s2"].shape[0]
+        return rows
+
+    def bare(files) -> int:
+        return sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
+
+    def expand_cost() -> tuple[float, int]:  # the step's input decode, timed on this CPU (1 thread)
+        from hqjepa.data.compact import compact_batches
+        from hqjepa.data.stream import compact_block
+
+        blocks = [compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS))) for f in current["files"][:2]]
+        batches = list(compact_batches(blocks, batch, cfg.mask, grid, 0))
+        expand = BatchExpander.from_manifest(manifest)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        c0 = time.process_time()
+        for b in batches:
+            expand(b)
+        dt = time.process_time() - c0
+        torch.set_num_threads(threads)
+        return dt, sum(b["key"].shape[0] for b in batches)
+
+    sides = {
+        "pipeline_v2": pipeline_new,
+        "bare_v2": lambda: bare(current["files"]),
+        "pipeline_v1_host_decode": pipeline_old,
+        "bare_v1": lambda: bare(earlier["files"]),
+    }
+    pipeline_new()  # cold: worker start-up, imports
+    pipeline_old()
+    results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
+    for _ in range(rounds):  # interleaved
+        for name, fn in sides.items():
+            if name.startswith("bare"):
+                c0, w0 = time.process_time(), time.perf_counter()
+                rows = fn()
+                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            else:
+                rows, cpu, wall = tree_cpu_seconds(fn)
+            results[name].append((rows / cpu, wall, rows))
+    load = os.getloadavg()[0]
+    med = {k: float(np.median([r[0] for r in v])) for k, v in results.items()}
+    common = {
+        "batch": batch,
+        "shuffle_buffer": shuffle,
+        "rounds": rounds,
+        "load_1min_at_end": round(load, 2),
+        "ray_cpus": int(ray.cluster_resources().get("CPU", 0)),
+        "cpu_count": os.cpu_count(),
+    }
+    for name, layout, path, bare_key in (
+        ("pipeline_v2", "v2", "compact (the training stream)", "bare_v2"),
+        ("pipeline_v1_host_decode", "v1", "host-decode (the earlier stream)", "bare_v1"),
+    ):
+        emit(
+            "pipeline_cpu_pairs_per_s_per_core",
+            med[name],
+            "pairs/s per core",
+            layout=layout,
+            path=path,
+            goal=">= 1500" if layout == "v2" else "",
+            ok=med[name] >= 1500 if layout == "v2" else None,
+            rounds_values=[round(r[0], 1) for r in results[name]],
+            wall_s=[round(r[1], 2) for r in results[name]],
+            rows=results[name][0][2],
+            **common,
+        )
+        emit(
+            "bare_read_pairs_per_s_per_core",
+            med[bare_key],
+            "pairs/s per core",
+            layout=layout,
+            rounds_values=[round(r[0], 1) for r in results[bare_key]],
+            **common,
+        )
+        emit(
+            "pipeline_over_bare_read",
+            med[name] / med[bare_key],
+            "ratio",
+            layout=layout,
+            path=path,
+            goal=">= 0.5" if layout == "v2" else "",
+            ok=med[name] / med[bare_key] >= 0.5 if layout == "v2" else None,
+            **common,
+        )
+    emit(
+        "pipeline_v2_over_v1_host_decode",
+        med["pipeline_v2"] / med["pipeline_v1_host_decode"],
+        "ratio",
+        **common,
+    )
+    dt, rows = expand_cost()
+    emit(
+        "expand_cpu_pairs_per_s_per_core",
+        rows / dt,
+        "pairs/s per core",
+        note="BatchExpander (unpack, upsample, standardise) run on this CPU, 1 thread: step work, on the device",
+        batch=batch,
+    )
+    pa.default_memory_pool().release_unused()
+
+
 def main(argv: list[str] | None = None) -> int:
     PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -241,19 +536,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")
     p.add_argument("--stream-rows", type=int, default=2048, help="rows per read epoch (shards repeated)")
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
+    p.add_argument("--parts", default="convert,layouts,cpu,read,consumer", help="which measurements, comma-separated")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the CPU measurement")
+    p.add_argument("--cpu-stream-rows", type=int, default=4096, help="rows per epoch of the CPU measurement")
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hqjepa-bench-data-"))
     try:
         archive = work / "archive"
-        t0 = time.perf_counter()
-        write_archive(archive, args.pairs, "v1", seed=0)
-        emit("synth_archive_pairs_per_s", args.pairs / (time.perf_counter() - t0), "pairs/s", pairs=args.pairs)
-        shards = bench_convert(archive, work, args.shard_size)
+        if not archive.exists():  # a --workdir of an earlier run keeps its archive
+            t0 = time.perf_counter()
+            write_archive(archive, args.pairs, "v1", seed=0)
+            emit("synth_archive_pairs_per_s", args.pairs / (time.perf_counter() - t0), "pairs/s", pairs=args.pairs)
+        if "convert" in parts:
+            shards = bench_convert(archive, work, args.shard_size)
+        else:
+            import ray
+
+            shards = work / "shards"
+            if not (shards / "_manifest.json").exists():
+                convert_archive(archive, shards, shard_size=args.shard_size, progress=False)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         cfg = load_config(args.config)
-        pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)
-        consumer = bench_consumer(args.config, args.batch, args.steps)
-        if consumer is not None:
+        if "layouts" in parts:
+            bench_layouts(shards)
+        if "cpu" in parts:
+            bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds)
+        pipeline = consumer = None
+        if "read" in parts:
+            pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)
+        if "consumer" in parts:
+            consumer = bench_consumer(args.config, args.batch, args.steps)
+        if pipeline is None or "consumer" not in parts:
+            pass
+        elif consumer is not None:
             emit(
                 "pipeline_over_consumer",
                 pipeline / consumer,

@@ -76,7 +76,7 @@ def _parquet_datasource_v1():
         ctx.use_datasource_v2 = previous
 
 
-def read_shards(files: Sequence[str], shuffle_files: bool = True) -> ray.data.Dataset:
+def read_shards(files: Sequence[str], shuffle_files: bool = True, block_per_file: bool = True) -> ray.data.Dataset:
     """The stream's columns (plus the shard path) of these shard files, one read task per file.
     Files may be URIs (s3://...): the filesystem is resolved once by pyarrow, with any options the
     URI carries (endpoint_override, region, ...), and handed to Ray."""
@@ -89,7 +89,8 @@ def read_shards(files: Sequence[str], shuffle_files: bool = True) -> ray.data.Da
             list(files),
             include_paths=True,
             shuffle="files" if shuffle_files else None,
-            override_num_blocks=len(files),  # one block per file: read and decode fuse (module docstring)
+            # one block per file: read and decode fuse (module docstring); False: Ray's own split
+            override_num_blocks=len(files) if block_per_file else None,
             **kwargs,
         )
     return ds.select_columns([PATH_COLUMN, *STREAM_COLUMNS])  # pushed down into the Parquet read

@@ -29,6 +29,7 @@ from hqjepa.data.shards import (
     ShardError,
     band_array,
     band_column,
+    binary_values,
     is_uri,
     join,
     load_manifest,
@@ -42,25 +43,33 @@ from hqjepa.data.shards import (
 )
 
 
-def to_current(table):
-    """A shard table of any schema version -> the same rows in the current layout."""
+def to_current(table, version: int = SCHEMA_VERSION):
+    """A shard table of any schema version -> the same rows in the layout of `version` (the current
+    one; 1 writes the earlier layout, for comparisons)."""
     import pyarrow as pa
 
-    if shard_version(table.schema) == SCHEMA_VERSION:
+    if shard_version(table.schema) == version:
         return table
-    schema = shard_schema(SCHEMA_VERSION)
+    schema = shard_schema(version)
     cols = []
     for field in schema:
         if field.name in BANDS:
             values = band_array(table, field.name)
-            cols.append(band_column(values.reshape(table.num_rows, -1), SCHEMA_VERSION))
+            cols.append(band_column(values.reshape(table.num_rows, -1), version))
         elif field.name == "labels43":
             old = table.column("labels43").combine_chunks()
             valid = old.is_valid().to_numpy(zero_copy_only=False)
             values = np.zeros((table.num_rows, len(LABELS43)), np.uint8)
             if old.null_count < len(old):
-                flat = old.flatten().to_numpy(zero_copy_only=False)  # only the valid rows' values
-                values[valid] = flat.reshape(-1, len(LABELS43))
+                if pa.types.is_fixed_size_binary(old.type):
+                    values[valid] = binary_values(old)[valid]
+                else:
+                    flat = old.flatten().to_numpy(zero_copy_only=False)  # only the valid rows' values
+                    values[valid] = flat.reshape(-1, len(LABELS43))
+            if version == 1:
+                mask = pa.array(~valid, pa.bool_())
+                cols.append(pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), len(LABELS43), mask=mask))
+                continue
             validity = None if valid.all() else pa.array(valid, pa.bool_()).buffers()[1]
             cols.append(
                 pa.FixedSizeBinaryArray.from_buffers(field.type, table.num_rows, [validity, pa.py_buffer(values)])
