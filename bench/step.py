@@ -16,6 +16,17 @@ torch.utils.flop_counter, plus the selective scans it cannot see, counted analyt
 achieved FLOP/s against a matmul peak measured on this machine in the same run, in the step's
 precision (float32 on CPU; bfloat16 under `optim.precision: auto` on CUDA, so the fraction is MFU).
 Output: one JSON object per line.
+
+    python -m bench.step --components [--compile-modes eager,compiled] [--optimizers default,fused]
+
+times the parts of the full step one by one, each called alone on the inputs it received in a real
+step (captured once): encoder (student, fwd + bwd), teacher (fwd), predictor, S1 branch (S1
+encoder + projection), fusion, each loss term (L_pred, L_cm, L_sig via SIGReg, L_fqs via the FQS
+head), the optimiser step and the EMA update; for every `--compile-modes` entry (`compiled`:
+`optim.compile: true`, the same weights) and `--optimizers` entry (`fused`: AdamW(fused=True) where
+the device supports it; `default`: what the Trainer builds), interleaved, medians over --repeats;
+plus the whole step per mode, the first (compiling) step's time, and the compiled step's largest
+difference from the eager one on the same batch and weights (`bench: step_components`).
 """
 
 from __future__ import annotations
@@ -95,6 +106,259 @@ def scan_flops(cfg, batch: torch.Tensor, n_ctx: float) -> float:
     return b * (3 * per_token * n_ctx + per_token * m.grid**2)
 
 
+# --- per-component times, eager vs compiled --------------------------------------------------------
+
+
+def _capture_inputs(core, batch: dict, step_fn) -> dict[str, tuple]:
+    """Run one step (`step_fn`) with forward hooks on the model's parts; returns each part's first
+    call's (args, kwargs), detached."""
+    import hqjepa.models.hqjepa as model_mod
+
+    seen: dict[str, tuple] = {}
+
+    def keep(name):
+        def hook(_module, args, kwargs):
+            if name not in seen:
+                seen[name] = (_detach(args), _detach(kwargs))
+
+        return hook
+
+    handles = []
+    for name in ("student", "teacher", "predictor", "s1_encoder", "s1_proj", "fusion", "sigreg", "fqs_head"):
+        mod = getattr(core, name, None)
+        if mod is not None:
+            handles.append(mod.register_forward_pre_hook(keep(name), with_kwargs=True))
+    originals = {n: getattr(model_mod, n) for n in ("prediction_loss", "cross_modal_loss")}
+
+    def wrap(name, fn):
+        def inner(*args, **kwargs):
+            if name not in seen:
+                seen[name] = (_detach(args), _detach(kwargs))
+            return fn(*args, **kwargs)
+
+        return inner
+
+    for n, fn in originals.items():
+        setattr(model_mod, n, wrap(n, fn))
+    try:
+        step_fn()
+    finally:
+        for h in handles:
+            h.remove()
+        for n, fn in originals.items():
+            setattr(model_mod, n, fn)
+    return seen
+
+
+def _detach(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detach(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj
+
+
+def _with_grad(obj):
+    """Floating-point tensors of obj as fresh leaves that require grad (inputs of a timed part)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone().requires_grad_(obj.is_floating_point())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_with_grad(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _with_grad(v) for k, v in obj.items()}
+    return obj
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    if hasattr(out, "__dict__"):
+        return [t for o in vars(out).values() for t in _tensors(o)]
+    return []
+
+
+def component_calls(core, seen: dict[str, tuple]) -> dict[str, tuple]:
+    """name -> (callable(args, kwargs), backward?) for the parts of the step (module docstring)."""
+    import hqjepa.models.hqjepa as model_mod
+
+    calls = {}
+    if "student" in seen:
+        calls["encoder"] = (lambda a, k: core.student(*a, **k), True)
+    if "teacher" in seen:
+        calls["teacher"] = (lambda a, k: core.teacher(*a, **k), False)
+    if "predictor" in seen:
+        calls["predictor"] = (lambda a, k: core.predictor(*a, **k), True)
+    if "s1_encoder" in seen:
+        calls["s1_branch"] = (lambda a, k: core.s1_proj(core.s1_encoder(*a, **k)), True)
+    if "fusion" in seen:
+        calls["fusion"] = (lambda a, k: core.fusion(*a, **k), True)
+    if "prediction_loss" in seen:
+        calls["loss_pred"] = (lambda a, k: model_mod.prediction_loss(*a, **k), True)
+    if "cross_modal_loss" in seen:
+        calls["loss_cm"] = (lambda a, k: model_mod.cross_modal_loss(*a, **k), True)
+    if "sigreg" in seen:
+        calls["loss_sig (SIGReg)"] = (lambda a, k: core.sigreg(*a, **k), True)
+    if "fqs_head" in seen:
+        calls["loss_fqs (FQS head)"] = (lambda a, k: core.fqs_head(*a, **k), True)
+    return calls
+
+
+def time_components(trainer, seen, device: torch.device) -> dict[str, float]:
+    """Seconds per part, each called once alone on its captured inputs (fwd + bwd where it trains)."""
+    core = trainer.core
+    key = {
+        "student": "encoder",
+        "teacher": "teacher",
+        "predictor": "predictor",
+        "s1_encoder": "s1_branch",
+        "fusion": "fusion",
+        "prediction_loss": "loss_pred",
+        "cross_modal_loss": "loss_cm",
+        "sigreg": "loss_sig (SIGReg)",
+        "fqs_head": "loss_fqs (FQS head)",
+    }
+    calls = component_calls(core, seen)
+    out: dict[str, list[float]] = {n: [] for n in calls}
+    out["optimizer"], out["ema"] = [], []
+    inputs = {key[n]: v for n, v in seen.items() if n in key}
+    for _ in range(1):
+        for name, (fn, backward) in calls.items():
+            args, kwargs = inputs[name]
+            args, kwargs = (_with_grad(args), _with_grad(kwargs)) if backward else (args, kwargs)
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.enable_grad() if backward else torch.no_grad(), trainer._autocast():
+                result = fn(args, kwargs)
+            if backward:
+                ts = [t for t in _tensors(result) if t.requires_grad]
+                if ts:
+                    torch.autograd.backward([t.float().sum() for t in ts])
+            _sync(device)
+            out[name].append(time.perf_counter() - t0)
+        trainer.optimizer.zero_grad(set_to_none=False)
+        for p_ in trainer.trainable:
+            if p_.grad is None:
+                p_.grad = torch.zeros_like(p_)
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.optimizer.step()
+        _sync(device)
+        out["optimizer"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        core.update_teacher(0.996)
+        _sync(device)
+        out["ema"].append(time.perf_counter() - t0)
+    return {n: v[0] for n, v in out.items()}
+
+
+def run_components(args, base, bsz: int, batch: dict, device: torch.device) -> None:
+    """`--components`: per-part and whole-step times for each compile mode and optimiser (module docstring)."""
+    modes = [m for m in args.compile_modes.split(",") if m]
+    optims = [o for o in args.optimizers.split(",") if o]
+    trainers = {}
+    first_step, first_metrics = {}, {}
+    for mode in modes:
+        for opt in optims:
+            cfg = apply_overrides(
+                base, {"optim.batch_size": bsz, "optim.accumulation": 1, "optim.compile": mode == "compiled"}
+            )
+            torch.manual_seed(0)
+            tr = Trainer(HQJEPA(cfg).to(device), cfg, steps_per_epoch=1000, device=device)
+            if opt == "fused":
+                from hqjepa.engine import build_optimizer
+
+                groups = build_optimizer(tr.core, cfg).param_groups
+                tr.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=True)
+            _sync(device)
+            t0 = time.perf_counter()
+            first_metrics[(mode, opt)] = tr.train_step([batch])  # from the same initial weights (seed 0)
+            _sync(device)
+            first_step[(mode, opt)] = time.perf_counter() - t0
+            trainers[(mode, opt)] = tr
+    # the compiled step against the eager one: the same first step, same initial weights and batch
+    diffs = {}
+    if ("eager", optims[0]) in first_metrics and ("compiled", optims[0]) in first_metrics:
+        ref, got = first_metrics[("eager", optims[0])], first_metrics[("compiled", optims[0])]
+        diffs = {
+            k: abs(got[k] - ref[k]) / max(abs(ref[k]), 1e-12) for k in ref if k.startswith("loss") or k == "grad_norm"
+        }
+    eager_tr = trainers[(modes[0], optims[0])]
+    seen = _capture_inputs(eager_tr.core, batch, lambda: eager_tr.train_step([batch]))
+    steps: dict[tuple, list[float]] = {k: [] for k in trainers}
+    for _ in range(args.repeats):  # interleaved
+        for k, tr in trainers.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            tr.train_step([batch])
+            _sync(device)
+            steps[k].append(time.perf_counter() - t0)
+    rounds: dict[tuple, dict[str, list[float]]] = {k: {} for k in trainers}
+    for r in range(args.repeats + 1):  # interleaved; round 0 warms up (and compiles the parts' shapes)
+        for k, tr in trainers.items():
+            for name, sec in time_components(tr, seen, device).items():
+                if r:
+                    rounds[k].setdefault(name, []).append(sec)
+    comp = {k: {n: statistics.median(v) for n, v in per.items()} for k, per in rounds.items()}
+    common = {
+        "config": args.config,
+        "batch": bsz,
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "precision": str(trainers[(modes[0], optims[0])].autocast_dtype or torch.float32).removeprefix("torch."),
+    }
+    for (mode, opt), parts in comp.items():
+        step_s = statistics.median(steps[(mode, opt)])
+        for name, sec in parts.items():
+            print(
+                record(
+                    {
+                        "bench": "step_components",
+                        "compile": mode,
+                        "optimizer": opt,
+                        "component": name,
+                        "median_ms": round(sec * 1e3, 3),
+                        "share_of_step": round(sec / step_s, 4),
+                        **common,
+                    }
+                )
+            )
+        print(
+            record(
+                {
+                    "bench": "step_components",
+                    "compile": mode,
+                    "optimizer": opt,
+                    "component": "whole step",
+                    "median_ms": round(step_s * 1e3, 3),
+                    "samples_per_s": round(bsz / step_s, 2),
+                    "first_step_s": round(first_step[(mode, opt)], 2),
+                    "compiled_modules": trainers[(mode, opt)].compiled,
+                    **common,
+                }
+            )
+        )
+    base_key = (modes[0], optims[0])
+    base_s = statistics.median(steps[base_key])
+    print(
+        record(
+            {
+                "bench": "step_components",
+                "summary": True,
+                **common,
+                "step_ms": {f"{m}/{o}": round(statistics.median(steps[(m, o)]) * 1e3, 2) for m, o in trainers},
+                "speedup_over_" + "/".join(base_key): {
+                    f"{m}/{o}": round(base_s / statistics.median(steps[(m, o)]), 3) for m, o in trainers
+                },
+                "compiled_vs_eager_rel_diff": {k: float(f"{v:.3g}") for k, v in diffs.items()},
+            }
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -115,6 +379,9 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(v for v in VARIANTS if v != "gradnorm"),
         help="subset to time; the summary's shares need bare, +cm, +sig and full",
     )
+    p.add_argument("--components", action="store_true", help="per-part times, eager vs compiled (module docstring)")
+    p.add_argument("--compile-modes", default="eager,compiled", help="with --components: eager and/or compiled")
+    p.add_argument("--optimizers", default="default", help="with --components: default and/or fused")
     args = p.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(names) - set(VARIANTS))
@@ -134,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
         **masks.as_dict(),
     }
     batch = {k: v.to(device) for k, v in batch.items()}
+    if args.components:
+        run_components(args, base, bsz, batch, device)
+        return
 
     trainers = {}
     for name in names:

@@ -239,6 +239,12 @@ class OptimConfig:
     grad_clip: float = _f(1.0, lo=0, doc="max global grad norm; 0 disables")
     ema: tuple[float, float] = _f((0.996, 1.0), lo=0, hi=1, doc="teacher momentum at the start and the end")
     precision: str = _f("auto", choices=("auto", "fp32", "bf16"))
+    compile: bool | str = _f(
+        False,
+        choices=(False, True, "auto"),
+        doc="torch.compile the encoders, predictor, fusion and heads (not the FQS simulator); "
+        "auto: on CUDA only (on the CPU it does not pay: docs/performance.md)",
+    )
     seed: int = _f(0, lo=0)
 
 

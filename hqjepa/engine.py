@@ -75,6 +75,30 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=fused or None)
 
 
+COMPILED_MODULES = ("student", "teacher", "predictor", "s1_encoder", "s1_proj", "fusion", "pix_head")
+
+
+def compile_enabled(cfg: Config, device: torch.device | str) -> bool:
+    """`optim.compile`: true, false, or auto (on CUDA only: measured not to pay on the CPU)."""
+    setting = cfg.optim.compile
+    if setting == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(setting)
+
+
+def compile_model(core: nn.Module) -> list[str]:
+    """torch.compile, in place (`nn.Module.compile`: parameter names and state dicts unchanged), the
+    encoders, predictor, fusion and heads the model has; the FQS head is left eager (its simulator
+    keeps per-thread workspaces; on CUDA it has its own graph capture). Returns the names compiled."""
+    done = []
+    for name in COMPILED_MODULES:
+        module = getattr(core, name, None)
+        if isinstance(module, nn.Module):
+            module.compile()
+            done.append(name)
+    return done
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -110,6 +134,7 @@ class Trainer:
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.compiled = compile_model(self.core) if compile_enabled(cfg, self.device) else []
 
     # --- schedules ---------------------------------------------------------------------------
     def lr(self, step: int | None = None) -> float:
