@@ -6,7 +6,16 @@
 #   3. once built: our Mamba against upstream's module (tests/test_mamba.py -k gpu);
 #   4. timings on the quiet machine: bench/fqs.py --cuda, bench/gpu.py (FQS batches, scans
 #      against upstream's kernel), bench/step.py on configs/paper.yaml in bf16 with our PyTorch
-#      scan and with upstream's kernels (model.mamba_backend=torch|cuda).
+#      scan and with upstream's kernels (model.mamba_backend=torch|cuda);
+#   5. the step's switches, before/after, paper config, bf16, batch $BATCH, upstream kernels:
+#      per-component times eager vs compiled and default vs fused AdamW (bench/step.py
+#      --components), the FQS simulator as CUDA graphs (HQJEPA_FQS_CUDA_GRAPHS=1, its CUDA test
+#      first), and the step (MFU, FQS share) with compile + graphs against step_paper_cuda.jsonl;
+#   6. Ray Train on the GPU with the real input pipeline (ray_jobs/pretrain.py via
+#      bench/train_scaling.py --gpus-per-worker 1, Ray Data streaming shards written on the spot by
+#      bench/synth_shards.py): samples/s and data-wait fraction, against the bare step of 4-5.
+#      Needs Ray, which the image lacks: carry the slim install bench/ray_slim.py builds for the
+#      image's CPython 3.12 (runs/ray_slim/ray_slim-*-cp312.tar.xz, ~20 MiB; RAY_SLIM=FILE).
 #
 #   SRC=.gpu OUT=runs/gpu bench/gpu.sh      # SRC holds the unpacked mamba_ssm-* and causal_conv1d-* sdists
 # Run it from the repository root (the benchmarks run as `python -m bench.<name>`).
@@ -70,5 +79,57 @@ for backend in torch cuda; do
   $PY -m bench.step --config configs/paper.yaml --batch "$BATCH" --set model.mamba_backend=$backend \
       > "$OUT/step_paper_$backend.jsonl" 2>"$OUT/step_paper_$backend.err"
 done
+
+# 5. The step's switches (goal: a faster GPU step, the math unchanged), before/after in one run each.
+stamp "FQS CUDA graphs: equality with the eager simulator"
+HQJEPA_FQS_CUDA_GRAPHS=1 $PY -m pytest -q -p no:cacheprovider tests/test_fqs_cuda_graphs.py -rs \
+    > "$OUT/pytest_fqs_cuda_graphs.log" 2>&1
+tail -1 "$OUT/pytest_fqs_cuda_graphs.log"
+stamp "step components, paper config: eager vs compiled, default vs fused AdamW"
+$PY -m bench.step --config configs/paper.yaml --batch "$BATCH" --set model.mamba_backend=cuda --components \
+    --compile-modes eager,compiled --optimizers default,fused --repeats 5 \
+    > "$OUT/step_components_paper.jsonl" 2>"$OUT/step_components_paper.err"
+stamp "step, paper config, FQS as CUDA graphs (before: step_paper_cuda.jsonl)"
+HQJEPA_FQS_CUDA_GRAPHS=1 $PY -m bench.step --config configs/paper.yaml --batch "$BATCH" \
+    --set model.mamba_backend=cuda > "$OUT/step_paper_cuda_fqsgraphs.jsonl" 2>"$OUT/step_paper_cuda_fqsgraphs.err"
+stamp "step, paper config, compiled + FQS graphs (after; MFU in its summary)"
+HQJEPA_FQS_CUDA_GRAPHS=1 $PY -m bench.step --config configs/paper.yaml --batch "$BATCH" \
+    --set model.mamba_backend=cuda --set optim.compile=true --variants +sig,full \
+    > "$OUT/step_paper_cuda_after.jsonl" 2>"$OUT/step_paper_cuda_after.err"
+
+# 6. Ray Train on the GPU fed by Ray Data (goal: the input pipeline keeps up: data-wait fraction).
+pytag=$($PY -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+RAY_SLIM=${RAY_SLIM:-$(ls runs/ray_slim/ray_slim-*-cp"$pytag".tar.xz 2>/dev/null | head -1)}
+if ! $PY -c 'import ray' 2>/dev/null && [ -n "$RAY_SLIM" ]; then
+  mkdir -p /tmp/ray-slim && tar xJf "$RAY_SLIM" -C /tmp/ray-slim
+  export PYTHONPATH="/tmp/ray-slim${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if $PY -c 'import ray, ray.train.torch, ray.data' 2>"$OUT/import_ray.log"; then
+  stamp "synthetic shards for Ray (${RAY_PAIRS:-8192} pairs)"
+  $PY -m bench.synth_shards --out /tmp/hqjepa-shards --pairs "${RAY_PAIRS:-8192}" > "$OUT/synth_shards.jsonl" 2>&1
+  stamp "Ray Train, 1 GPU worker, paper config, batch $BATCH, Ray Data on the other cores"
+  RAY_DATA_DISABLE_PROGRESS_BARS=1 $PY -m bench.train_scaling --config configs/paper.yaml --workers 1 \
+      --gpus-per-worker 1 --steps "${RAY_STEPS:-40}" --set data.source=shards --set data.shards=/tmp/hqjepa-shards \
+      --set model.mamba_backend=cuda --set optim.batch_size="$BATCH" --set data.split=train \
+      > "$OUT/ray_train_gpu.jsonl" 2>"$OUT/ray_train_gpu.err"
+  $PY - "$OUT" > "$OUT/ray_train_gpu_vs_bare.jsonl" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def last(name, keep):
+    path = out / name
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.startswith("{")] if path.exists() else []
+    rows = [r for r in rows if keep(r)]
+    return rows[-1] if rows else None
+ray_row = last("ray_train_gpu.jsonl", lambda r: r.get("workers") == 1)
+bare = last("step_paper_cuda.jsonl", lambda r: r.get("summary"))
+if ray_row and bare:
+    print(json.dumps({"bench": "ray_train_gpu_vs_bare_step", "ray_samples_per_s": ray_row["global_samples_per_s"],
+                      "data_wait_fraction": ray_row["data_wait_fraction"],
+                      "bare_step_samples_per_s": bare["full_samples_per_s"],
+                      "ray_over_bare": round(ray_row["global_samples_per_s"] / bare["full_samples_per_s"], 3)}))
+PY
+else
+  stamp "no importable Ray (import_ray.log) and no RAY_SLIM archive: Ray Train on the GPU skipped"
+fi
 stamp "done"
-grep -h '"summary"\|gpu_scan\|gpu_nccl\|"check"\|gpu_fqs' "$OUT"/*.jsonl
+grep -h '"summary"\|gpu_scan\|gpu_nccl\|"check"\|gpu_fqs\|train_scaling\|ray_train_gpu' "$OUT"/*.jsonl
