@@ -35,6 +35,7 @@ from hqjepa.data.shards import (
     write_shard,
 )
 from hqjepa.data.synthetic import render_batch
+from hqjepa.provenance import provenance
 
 
 def write_one(out: str, index: int, start: int, n: int, seed: int) -> dict:
@@ -79,6 +80,7 @@ def write_one(out: str, index: int, start: int, n: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prov = provenance(None if argv is None else ["-m", __spec__.name, *argv])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--pairs", type=int, default=2048)
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 "shards": len(entries),
                 "kb_per_pair": round(manifest["bytes"] / args.pairs / 1000, 1),
                 "seconds": round(time.perf_counter() - t0, 1),
+                **prov,
             }
         )
     )
