@@ -287,15 +287,39 @@ def _proc_cpu() -> dict[int, float]:
     return out
 
 
-def tree_cpu_seconds(fn) -> tuple[object, float, float]:
-    """(fn(), CPU seconds of this process tree while it ran, wall seconds). A process that ended
-    meanwhile is not counted (Ray keeps its workers)."""
+def _group(pid: int) -> str:
+    """this process, a Ray worker, the raylet, the GCS or another helper (agents, log monitor)."""
+    if pid == os.getpid():
+        return "driver (this process: batches, masks, Ray's iterator)"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "raylet/raylet" in cmd:
+        return "raylet"
+    if "gcs_server" in cmd:
+        return "gcs"
+    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        return "ray workers (read tasks)"
+    return "other"
+
+
+def tree_cpu_seconds(fn, by_group: bool = False):
+    """(fn(), CPU seconds of this process tree while it ran, wall seconds[, seconds per process
+    group]). A process that ended meanwhile is not counted (Ray keeps its workers)."""
     before = _proc_cpu()
     t0 = time.perf_counter()
     result = fn()
     wall = time.perf_counter() - t0
     after = _proc_cpu()
-    return result, sum(t - before.get(pid, 0.0) for pid, t in after.items()), wall
+    delta = {pid: t - before.get(pid, 0.0) for pid, t in after.items()}
+    if not by_group:
+        return result, sum(delta.values()), wall
+    groups: dict[str, float] = {}
+    for pid, sec in delta.items():
+        groups[_group(pid)] = groups.get(_group(pid), 0.0) + sec
+    return result, sum(delta.values()), wall, groups
 
 
 def _repeat_files(shards: Path, stream_rows: int, tag: str) -> list[str]:
@@ -446,24 +470,31 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
         torch.set_num_threads(threads)
         return dt, sum(b["key"].shape[0] for b in batches)
 
-    sides = {
-        "pipeline_v2": pipeline_new,
-        "bare_v2": lambda: bare(current["files"]),
-        "pipeline_v1_host_decode": pipeline_old,
-        "bare_v1": lambda: bare(earlier["files"]),
-    }
-    pipeline_new()  # cold: worker start-up, imports
-    pipeline_old()
-    results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
-    for _ in range(rounds):  # interleaved
+    # each layout's pipeline interleaved with its own bare read; the current layout first, alone (the
+    # earlier stream's 0.8 MB float32 blocks fill and spill Ray's object store, which would charge
+    # the next epochs for it)
+    pairs = (
+        {"pipeline_v2": pipeline_new, "bare_v2": lambda: bare(current["files"])},
+        {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: bare(earlier["files"])},
+    )
+    results: dict[str, list[tuple[float, float, int]]] = {k: [] for side in pairs for k in side}
+    groups: dict[str, dict[str, float]] = {}
+    for sides in pairs:
         for name, fn in sides.items():
-            if name.startswith("bare"):
-                c0, w0 = time.process_time(), time.perf_counter()
-                rows = fn()
-                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-            else:
-                rows, cpu, wall = tree_cpu_seconds(fn)
-            results[name].append((rows / cpu, wall, rows))
+            if name.startswith("pipeline"):
+                fn()  # cold: worker start-up, imports
+        for _ in range(rounds):  # interleaved
+            for name, fn in sides.items():
+                if name.startswith("bare"):
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    rows = fn()
+                    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                else:
+                    rows, cpu, wall, by = tree_cpu_seconds(fn, by_group=True)
+                    for g, sec in by.items():
+                        groups.setdefault(name, {}).setdefault(g, 0.0)
+                        groups[name][g] += sec / rows / rounds * 1e3
+                results[name].append((rows / cpu, wall, rows))
     load = os.getloadavg()[0]
     med = {k: float(np.median([r[0] for r in v])) for k, v in results.items()}
     common = {
@@ -489,6 +520,7 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
             rounds_values=[round(r[0], 1) for r in results[name]],
             wall_s=[round(r[1], 2) for r in results[name]],
             rows=results[name][0][2],
+            cpu_ms_per_pair_by_process={g: round(v, 4) for g, v in groups.get(name, {}).items()},
             **common,
         )
         emit(
