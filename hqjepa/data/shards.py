@@ -54,6 +54,7 @@ import numpy as np
 from hqjepa.bands import S1_BANDS, S2_BANDS, native_size_px
 from hqjepa.data.labels import LABELS19, LABELS43
 from hqjepa.data.transforms import BandStats
+from hqjepa.runs.storage import is_uri, join, resolve  # path-or-URI helpers, one definition
 
 SCHEMA_VERSION = 2  # what the converter writes
 READABLE_VERSIONS = (1, 2)  # what every reader here takes
@@ -265,29 +266,6 @@ def is_temporary(name: str) -> bool:
 # Readers take a local path or a URI that pyarrow's filesystems resolve (s3://bucket/shards,
 # gs://..., hdfs://...; e.g. s3://bucket/shards?endpoint_override=host:9000&scheme=http for an
 # S3-compatible store), so a cluster streams shards straight from object storage.
-
-
-def is_uri(location: str | Path) -> bool:
-    """Whether `location` is a filesystem URI (`scheme://...`) rather than a local path."""
-    return "://" in str(location)
-
-
-def resolve(location: str | Path):
-    """(pyarrow FileSystem, path within it) for a local path or a filesystem URI."""
-    import pyarrow.fs as pafs
-
-    if is_uri(location):
-        return pafs.FileSystem.from_uri(str(location))
-    return pafs.LocalFileSystem(), str(Path(location).absolute())
-
-
-def join(location: str | Path, name: str) -> str:
-    """`location/name` for a path or a URI (a URI's query string stays at the end)."""
-    text = str(location)
-    if is_uri(text):
-        base, sep, query = text.partition("?")
-        return f"{base.rstrip('/')}/{name}{sep}{query}"
-    return str(Path(text) / name)
 
 
 def _open_parquet(path: str | Path, **kwargs):
