@@ -45,6 +45,11 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float) -> int:
         pytest.fail(f"tune.py did not finish in {timeout} s; log tail:\n{log.read_text()[-3000:]}")
 
 
+# The search fixture runs 3 trials x 2 rounds, interrupted and resumed, each probing with Ray tasks:
+# minutes of process start-up on 2 cores, more under load than pytest's default 600 s allows.
+pytestmark = pytest.mark.timeout(1500)
+
+
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune")

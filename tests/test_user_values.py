@@ -118,7 +118,10 @@ BAD = [
         ["ray_jobs/tune.py", "--space", "tune_spaces/masking.yaml", "--workers", "0"],
         "tune: error: --workers 0: must be >= 1",
     ),
-    (["ray_jobs/tune.py", "--space", "SPACE"], "tune: error: optim.lr: loguniform low 0.001 > high 1e-05"),
+    (
+        ["ray_jobs/tune.py", "--space", "SPACE"],
+        "tune: error: space.yaml: params.optim.lr.loguniform: loguniform [0.001, 1e-05]: low > high",
+    ),
     (
         ["ray_jobs/tune.py", "--space", "tune_spaces/masking.yaml", "--set", "optim.lr=abc"],
         "tune: error: optim.lr = 'abc': must be a number",
