@@ -208,3 +208,52 @@ def test_benchmark_and_pretrain_only_are_checked_before_any_work(monkeypatch, tm
     with pytest.raises(SystemExit):
         bench.parse_args(["--pretrain-only", "--checkpoint", "a.pt"])
     assert "give one of them" in capsys.readouterr().err
+
+
+def _table2_results(effect) -> dict:
+    """A table2 results.json as reproduce.py writes it (runs with overrides, job records), scored by
+    `effect(terms, mode, seed, task)`."""
+    from experiments.term_effects import row_terms
+    from ray_jobs.reproduce import plan_runs
+
+    runs = plan_runs("table2", load_config(ROOT / "configs" / "tiny.yaml"), seeds=3)
+    records = []
+    for run in runs:
+        terms, mode = row_terms(run.overrides)
+        for task in ("m-eurosat", "m-bigearthnet"):
+            test = effect(terms, mode, run.seed, task)
+            records.append({"row": run.row, "seed": run.seed, "task": task, "protocol": "linear", "test": test})
+            records[-1]["status"] = "ok"
+    records.append({"row": runs[0].row, "seed": 0, "task": "m-eurosat", "protocol": "linear", "status": "failed"})
+    return {"table": "table2", "runs": [vars(r) for r in runs], "records": records}
+
+
+def test_term_effects_pair_rows_that_differ_in_one_term_seed_by_seed():
+    from experiments.term_effects import effects
+
+    def effect(terms, mode, seed, task):  # FQS +2 points everywhere, L_cm -1 on one task, SIGReg nothing
+        score = 50.0 + 10 * seed + (2.0 if "fqs" in terms else 0.0)
+        score -= 1.0 if "cm" in terms and task == "m-eurosat" else 0.0
+        return score + (3.0 if mode == "siamese" else 0.0)
+
+    got = {(e["term"], e["scope"]): e for e in effects(_table2_results(effect))}
+    fqs = got[("fqs", "all tasks")]
+    assert fqs["n"] == 12 and fqs["mean_delta"] == 2.0 and fqs["wins"] == 12  # 4 row pairs x 3 seeds
+    assert fqs["p_sign_flip"] == pytest.approx(2 / 2**12, rel=1e-3)  # all signs one way: the two extremes
+    cm = got[("cm", "all tasks")]
+    assert cm["mean_delta"] == -0.5 and got[("cm", "m-eurosat")]["mean_delta"] == -1.0
+    assert got[("cm", "m-bigearthnet")]["p_sign_flip"] == 1.0  # no change on that task
+    sig = got[("sig", "all tasks")]
+    assert sig["ties"] == 12 and sig["p_sign_flip"] == 1.0
+    mode = got[("fqs_mode siamese vs paper", "all tasks")]
+    assert mode["n"] == 3 and mode["mean_delta"] == 3.0 and mode["p_sign_flip"] == pytest.approx(0.25)
+    assert {u["unit"] for u in fqs["units"]} >= {"L_pred seed 0", "L_pred+cm+sig seed 2"}
+
+
+def test_term_effects_refuse_another_table_in_one_line(tmp_path, capsys):
+    from experiments import term_effects
+
+    path = tmp_path / "results.json"
+    path.write_text('{"table": "table3", "runs": [], "records": []}')
+    assert term_effects.main([str(path)]) == 2
+    assert capsys.readouterr().err == f"term_effects: error: {path} is a 'table3' result, not table2\n"
