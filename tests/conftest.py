@@ -15,6 +15,14 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_TESTS, _ROOT, os.environ.get("PYTHONPATH")]))
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_mlflow(monkeypatch):
+    """Every test starts with no MLflow store in the environment, and one a test leaves there goes with it:
+    MLflow's `set_tracking_uri` (which Ray's MLflow integration calls in-process) also exports
+    $MLFLOW_TRACKING_URI, and a later test's driver subprocess would then track to a server long gone."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     import ray
