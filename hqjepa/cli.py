@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,9 +22,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (an unknown option, a missing or malformed argument) are one
+    line on stderr, `PROG: error: MESSAGE`, exit code 2, like every other bad value the commands
+    refuse; `--help` prints the usage as before. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        """One line instead of argparse's usage block and message."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(extra: dict[str, tuple[str, str]] | None = None) -> argparse.ArgumentParser:
     """The top-level parser: one subcommand per entry of COMMANDS (and of `extra`), for --help."""
-    parser = argparse.ArgumentParser(prog="hqjepa", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="hqjepa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_module, help_text) in {**(extra or {}), **COMMANDS}.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -38,7 +49,7 @@ def main(argv: list[str] | None = None, extra: dict[str, tuple[str, str]] | None
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"hqjepa {name}", description=COMMANDS[name][1])
+    parser = ArgumentParser(prog=f"hqjepa {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
     return run_command(parser.prog, module.main, parser.parse_args(rest))
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hqjepa.checkpoint import export_trained_encoder, load_training_state, save_training_state
+from hqjepa.cli import ArgumentParser
 from hqjepa.config import Config, load_config, parse_override, save_config
 from hqjepa.engine import Trainer
 from hqjepa.loop import FaultInjector, run_steps
@@ -193,6 +194,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 if __name__ == "__main__":
     from hqjepa.cli import run_command
 
-    parser = argparse.ArgumentParser(prog="python -m hqjepa.pretrain_local", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m hqjepa.pretrain_local", description=__doc__.splitlines()[0])
     configure_parser(parser)
     raise SystemExit(run_command(parser.prog, main, parser.parse_args()))

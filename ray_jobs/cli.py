@@ -4,6 +4,7 @@
     hqjepa pretrain --config configs/tiny.yaml    # ray_jobs/pretrain.py
     hqjepa evaluate --checkpoint runs/tiny/export.pt
     hqjepa tune --space tune_spaces/masking.yaml
+    hqjepa reproduce table2 --dry-run             # ray_jobs/reproduce.py
 
 The Ray subcommands take exactly the options of `python ray_jobs/<name>.py`; the library's
 (`hqjepa export`, `synth-geobench`, ...) are dispatched by `hqjepa.cli`, which never imports Ray.
@@ -22,6 +23,10 @@ RAY_COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("ray_jobs.pretrain", "pretrain HQ-JEPA with Ray Train (embedded Ray or RAY_ADDRESS)"),
     "evaluate": ("ray_jobs.evaluate", "GeoBench linear probing / fine-tuning, one Ray task per run"),
     "tune": ("ray_jobs.tune", "Ray Tune + Optuna search over a tune_spaces/ file"),
+    "reproduce": (
+        "ray_jobs.reproduce",
+        "a paper table (table1|table2|table3): pretrain, evaluate, write it",
+    ),
 }
 
 

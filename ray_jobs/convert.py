@@ -33,6 +33,7 @@ from ray_jobs.runtime import start_ray  # first: sets the environment Ray reads 
 import ray
 from tqdm import tqdm
 
+from hqjepa.cli import ArgumentParser
 from hqjepa.data.bigearthnet import NotBigEarthNetError
 from hqjepa.data.convert import conversion_lock, convert_shard, finalise, plan_conversion
 from hqjepa.data.exclusions import EXCLUDED
@@ -106,7 +107,7 @@ def _report_exclusions(plan) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--archive",
         required=True,

@@ -39,6 +39,7 @@ from ray_jobs.runtime import ROOT, start_ray  # first: sets the environment Ray 
 import ray
 import yaml
 
+from hqjepa.cli import ArgumentParser
 from hqjepa.config import ConfigError
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
 from hqjepa.eval.default_benchmark import benchmark_or_default
@@ -221,7 +222,7 @@ def track_evaluation(tracking, config: dict, meta: dict, records: list[dict], pa
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--checkpoint",
         required=True,

@@ -62,6 +62,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from hqjepa.cli import ArgumentParser
 from hqjepa.config import Config, ConfigError, config_from_dict, load_config, parse_override
 from hqjepa.tracking import add_tracking_args, tracking_from_flags
 
@@ -743,9 +744,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of `ray_jobs/pretrain.py` (and `hqjepa pretrain`)."""
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"))
     p.add_argument("--data", help="directory (or pyarrow URI) of converted shards; default: the config's data section")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel ranks)")

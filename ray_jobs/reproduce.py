@@ -54,6 +54,7 @@ import ray
 import yaml
 
 from hqjepa import paper_results
+from hqjepa.cli import ArgumentParser
 from hqjepa.config import Config, ConfigError, apply_overrides, load_config, parse_override
 from hqjepa.eval.config import apply_eval_overrides, eval_config_from_dict, load_eval_config
 from hqjepa.eval.default_benchmark import benchmark_or_default
@@ -380,9 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", choices=TABLES)
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"), help="the base run config")
     p.add_argument("--seeds", type=int, default=3, help="pretraining seeds 0..N-1 per row (optim.seed)")

@@ -62,6 +62,7 @@ import ray
 import yaml
 from ray import tune
 
+from hqjepa.cli import ArgumentParser
 from hqjepa.config import (
     Config,
     ConfigError,
@@ -605,9 +606,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
     p.add_argument("--config", default=str(ROOT / "configs/tiny.yaml"), help="base run config")
     p.add_argument(
