@@ -497,7 +497,7 @@ def pretrain(
     }
     if min_workers is not None and min_workers < workers:
         plan["min_workers"] = min_workers
-    print(json.dumps(plan), flush=True)
+    print(json.dumps(store.redact_record(plan)), flush=True)
 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -624,7 +624,7 @@ def finish(result, run_location: str, name: str, seconds: float, title: str) -> 
             metrics_csv=store.join(run_location, "metrics.csv"),
             plot=store.join(run_location, "losses.png"),
         )
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run_dir / "summary.json").write_text(json.dumps(store.redact_record(summary), indent=2))
         if remote:  # summary.json last: its presence says the others are there
             for f in (EXPORT_FILE, ARTIFACT_DIR, "metrics.csv", "losses.png", "summary.json"):
                 if (run_dir / f).exists():
@@ -738,7 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         lock.release()
-    print(json.dumps(summary), flush=True)
+    from hqjepa.runs.storage import redact_record
+
+    print(json.dumps(redact_record(summary)), flush=True)
     return 0
 
 

@@ -85,8 +85,9 @@ def test_a_run_on_s3_writes_everything_there_resumes_and_evaluates(ray_local, bu
     assert "step_0000006" in names and "step_0000002-1" not in names  # continued, not redone
     assert "checksums.json" in storage.list_names(storage.join(run, "step_0000006"))
     assert any(n.startswith("events.out.tfevents") for n in storage.list_names(storage.join(run, "tensorboard")))
-    summary = json.loads(storage.read_bytes(storage.join(run, "summary.json")))
-    assert summary["export"] == storage.join(run, "export.pt")
+    text = storage.read_bytes(storage.join(run, "summary.json")).decode()
+    assert "test:test@" not in out and "test:test@" not in text  # the plan and summary carry no credentials
+    assert json.loads(text)["export"] == storage.redact(storage.join(run, "export.pt"))
 
     # 3. --resume with the run's URI trains further
     assert pretrain.main(_argv(bucket, cache, "--resume", run, "--max-steps", "8")) == 0

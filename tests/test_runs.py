@@ -466,3 +466,16 @@ def test_no_script_loads_a_checkpoint_with_weights_only_false(tmp_path, capsys, 
         argv += ["--set", s]
     assert grad_share.main(argv) in (0, None)
     assert '"step": 3' in capsys.readouterr().out
+
+
+def test_credentials_in_a_uri_never_reach_messages_or_records():
+    """User info and the query parameters pyarrow reads credentials from are masked; the rest stays."""
+    uri = "s3://AKIA:s3cr3t@runs/exp?endpoint_override=127.0.0.1:9000&access_key=AKIA&secret_key=s3cr3t&scheme=http"
+    assert storage.redact(uri) == (
+        "s3://***@runs/exp?endpoint_override=127.0.0.1:9000&access_key=***&secret_key=***&scheme=http"
+    )
+    assert storage.redact("/data/runs/exp") == "/data/runs/exp" and storage.redact("s3://b/p") == "s3://b/p"
+    record = {"run": "exp", "export": f"{uri}/x", "nested": {"all": [uri, 3]}, "steps": 8}
+    clean = storage.redact_record(record)
+    assert "s3cr3t" not in json.dumps(clean) and "AKIA" not in json.dumps(clean)
+    assert clean["steps"] == 8 and clean["run"] == "exp" and clean["nested"]["all"][1] == 3

@@ -48,6 +48,7 @@ __all__ = [
     "resolve",
     "split",
     "redact",
+    "redact_record",
     "exists",
     "read_bytes",
     "write_bytes",
@@ -72,16 +73,40 @@ def split(location: str | Path) -> tuple[str, str]:
     return f"{parent}{sep}{query}", name
 
 
+# query parameters of a pyarrow/fsspec URI that carry credentials (`s3://b/p?access_key=..&secret_key=..`)
+SECRET_PARAMS = ("access_key", "secret_key", "session_token", "token", "password")
+
+
 def redact(location: str | Path) -> str:
-    """`location` for messages: credentials in a URI (`s3://KEY:SECRET@bucket/...`) replaced by `***`."""
+    """`location` for messages and records: credentials in a URI, as user info (`s3://KEY:SECRET@bucket/...`)
+    or as query parameters (`?access_key=...&secret_key=...`), replaced by `***`."""
     text = str(location)
     if not is_uri(text):
         return text
     scheme, _, rest = text.partition("://")
+    rest, q, query = rest.partition("?")
     authority, slash, tail = rest.partition("/")
     if "@" in authority:
         authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{tail}"
+    if query:
+        params = [p.partition("=") for p in query.split("&")]
+        query = "&".join(f"{k}{eq}***" if k.lower() in SECRET_PARAMS and eq else f"{k}{eq}{v}" for k, eq, v in params)
+    return f"{scheme}://{authority}{slash}{tail}{q}{query}"
+
+
+def redact_record(record: dict) -> dict:
+    """`record` with every URI among its string values (also in nested dicts and lists) redacted."""
+
+    def clean(value):
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(record)
 
 
 def _info(location: str | Path):
