@@ -32,9 +32,12 @@ $(TT_STAMP): pyproject.toml
 	$(TT_PIP) install --no-deps -e .
 	touch $(TT_STAMP)
 
+# Two pytest-xdist workers, one test module at a time each, slowest modules first (tests/conftest.py):
+# most of the suite's time is Ray and driver processes starting and waiting, which overlaps well.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(TT_STAMP)
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff (lint rules and formatting, configured in pyproject.toml) and a byte-compile of every file,
 # so that a file no test imports still has to parse. LINT_ROOT lets a test lint a planted tree.
