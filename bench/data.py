@@ -2,7 +2,7 @@
 
     python -m bench.data [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
                          [--steps 3] [--workdir DIR] [--parts convert,layouts,cpu,read,consumer]
-                         [--rounds 3]
+                         [--rounds 3] [--cpu-stream-rows 32768] [--v1-stream-rows 4096]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line.
 
@@ -24,7 +24,12 @@ not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_
   bare_read_pairs_per_s_per_core pyarrow.parquet.read_table of the stream's columns of the same
                                  files, one thread, process CPU time: the physical anchor
   pipeline_over_bare_read        the two above (goal >= 0.5); the sides run interleaved, --rounds
-                                 times each, and each figure is the median of its rounds
+                                 times each, and each figure is the median of its rounds. An epoch
+                                 is --cpu-stream-rows rows (the shards repeated; the earlier stream
+                                 --v1-stream-rows), its per-epoch start-up included
+  pipeline_epoch_fixed_cpu_s     the CPU an epoch of the training stream costs whatever its length,
+  pipeline_marginal_pairs_per_s_per_core  and the rate per pair beyond it: from the same stream over
+                                 an epoch an eighth as long, run interleaved with the others
   layout_candidates              bytes per pair and bare read per core of the band encodings
                                  considered for the shards (byte planes or little-endian values x
                                  LZ4, zstd, none), written from the same rows
@@ -412,7 +417,7 @@ def bench_layouts(shards: Path) -> None:
             )
 
 
-def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> None:
+def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_rows: int = 4096) -> None:
     """The training stream's CPU cost per pair against the bare read of the same files (module docstring)."""
     import pyarrow as pa
     import ray
@@ -422,17 +427,21 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
 
     old = write_version1(shards, shards.parent / "shards-v1")
     current = {"files": _repeat_files(shards, stream_rows, "v2"), "dir": shards}
-    earlier = {"files": _repeat_files(old, stream_rows, "v1"), "dir": old}
+    # an epoch an eighth as long (a prefix of the same links): the CPU an epoch costs whatever its
+    # length (Ray Data's executor, the first reads) and the cost per pair beyond it
+    short_files = current["files"][: max(1, len(current["files"]) // 8)]
+    earlier = {"files": _repeat_files(old, v1_rows, "v1"), "dir": old}
     manifest = load_manifest(shards)
     grid, shuffle = cfg.model.grid, cfg.data.shuffle_buffer
     ds_new = training_pipeline(read_shards(current["files"]), manifest, split=None, compact=True)
+    ds_short = training_pipeline(read_shards(short_files), manifest, split=None, compact=True)
     # the earlier stream as it was: Ray's block split (no fusion), host decode, Ray's shuffle and collate
     ds_old = training_pipeline(read_shards(earlier["files"], block_per_file=False), manifest, split=None)
 
-    def pipeline_new() -> int:
+    def pipeline_new(ds=ds_new) -> int:
         rows = 0
         for b in compact_torch_batches(
-            ds_new.iterator(), batch, cfg.mask, grid, [0, 0, 0], shards, shuffle_buffer=shuffle, shuffle_seed=0
+            ds.iterator(), batch, cfg.mask, grid, [0, 0, 0], shards, shuffle_buffer=shuffle, shuffle_seed=0
         ):
             rows += b["key"].shape[0]
         return rows
@@ -474,7 +483,11 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
     # earlier stream's 0.8 MB float32 blocks fill and spill Ray's object store, which would charge
     # the next epochs for it)
     pairs = (
-        {"pipeline_v2": pipeline_new, "bare_v2": lambda: bare(current["files"])},
+        {
+            "pipeline_v2": pipeline_new,
+            "pipeline_v2_short": lambda: pipeline_new(ds_short),
+            "bare_v2": lambda: bare(current["files"]),
+        },
         {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: bare(earlier["files"])},
     )
     results: dict[str, list[tuple[float, float, int]]] = {k: [] for side in pairs for k in side}
@@ -494,7 +507,7 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
                     for g, sec in by.items():
                         groups.setdefault(name, {}).setdefault(g, 0.0)
                         groups[name][g] += sec / rows / rounds * 1e3
-                results[name].append((rows / cpu, wall, rows))
+                results[name].append((rows / cpu, wall, rows, cpu))
     load = os.getloadavg()[0]
     med = {k: float(np.median([r[0] for r in v])) for k, v in results.items()}
     common = {
@@ -541,6 +554,28 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int) -> N
             ok=med[name] / med[bare_key] >= 0.5 if layout == "v2" else None,
             **common,
         )
+    # CPU(rows) = fixed + rows / marginal, from the long and the short epoch's medians
+    (long_rows, long_cpu), (short_rows, short_cpu) = (
+        (results[k][0][2], float(np.median([r[3] for r in results[k]]))) for k in ("pipeline_v2", "pipeline_v2_short")
+    )
+    per_pair = (long_cpu - short_cpu) / (long_rows - short_rows)
+    emit(
+        "pipeline_epoch_fixed_cpu_s",
+        short_cpu - per_pair * short_rows,
+        "CPU s per epoch",
+        layout="v2",
+        note="the training stream's CPU per epoch whatever its length (executor start, first reads)",
+        epochs_rows=[short_rows, long_rows],
+        **common,
+    )
+    emit(
+        "pipeline_marginal_pairs_per_s_per_core",
+        1.0 / per_pair,
+        "pairs/s per core",
+        layout="v2",
+        note="CPU per pair beyond the per-epoch cost: the rate of an epoch of the whole archive",
+        **common,
+    )
     emit(
         "pipeline_v2_over_v1_host_decode",
         med["pipeline_v2"] / med["pipeline_v1_host_decode"],
@@ -570,7 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")
     p.add_argument("--parts", default="convert,layouts,cpu,read,consumer", help="which measurements, comma-separated")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the CPU measurement")
-    p.add_argument("--cpu-stream-rows", type=int, default=4096, help="rows per epoch of the CPU measurement")
+    p.add_argument("--cpu-stream-rows", type=int, default=32768, help="rows per epoch of the CPU measurement")
+    p.add_argument(
+        "--v1-stream-rows", type=int, default=4096, help="rows per epoch of the earlier (version-1) stream (slow)"
+    )
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
 
@@ -594,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         if "layouts" in parts:
             bench_layouts(shards)
         if "cpu" in parts:
-            bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds)
+            bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds, args.v1_stream_rows)
         pipeline = consumer = None
         if "read" in parts:
             pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)
