@@ -37,7 +37,7 @@ $(TT_STAMP): pyproject.toml
 TEST_WORKERS ?= 2
 test: $(STAMP) $(TT_STAMP)
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # ruff (lint rules and formatting, configured in pyproject.toml) and a byte-compile of every file,
 # so that a file no test imports still has to parse. LINT_ROOT lets a test lint a planted tree.
