@@ -46,66 +46,97 @@ def _status(url: str, token: str | None) -> int:
         return 0
 
 
-@pytest.fixture()
-def head():
-    token = secrets.token_hex(32)
-    gcs, dash, listen, agent_grpc, runtime_env, metrics, object_manager, node_manager = _free_ports(8)
-    # every agent port explicit and free: an earlier test's Ray (or a stray one) may still hold the defaults
-    # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available agent".
-    # The raylet's own two ports too: left to the OS, one once took the agent's gRPC port chosen here (the agent
-    # died, the raylet with it, and the dashboard went away mid-test).
-    node_ports = [
-        f"--dashboard-agent-listen-port={listen}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={runtime_env}",
-        f"--metrics-export-port={metrics}",
-        f"--object-manager-port={object_manager}",
-        f"--node-manager-port={node_manager}",
-    ]
-    temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus=2",
-            f"--port={gcs}",
-            f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-            *node_ports,
-        ],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
+class Head:
+    """A token-authenticated `ray start --head --block` on free ports, restartable: on a loaded 2-core
+    machine Ray 2.60's raylet can abort at start-up when its dashboard agent writes its port file too
+    late ("Timed out waiting for file ..."), and `--block` then exits with it."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(32)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, PATH=f"{BIN}{os.pathsep}{self.env['PATH']}")
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.starts = 0
+
+    def start(self) -> None:
+        gcs, dash, listen, agent_grpc, runtime_env, metrics, object_manager, node_manager = _free_ports(8)
+        # every agent port explicit and free: an earlier test's Ray (or a stray one) may still hold the defaults
+        # (agent 52365, metrics random), and an agent that cannot bind leaves the job server with "No available
+        # agent". The raylet's own two ports too: left to the OS, one once took the agent's gRPC port chosen here.
+        node_ports = [
+            f"--dashboard-agent-listen-port={listen}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--metrics-export-port={metrics}",
+            f"--object-manager-port={object_manager}",
+            f"--node-manager-port={node_manager}",
+        ]
+        temp_dir = tempfile.mkdtemp(prefix="hqj-", dir="/tmp")  # short: Ray's socket paths are length-limited
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--block",
+                "--num-cpus=2",
+                f"--port={gcs}",
+                f"--dashboard-port={dash}",
+                "--dashboard-host=127.0.0.1",
+                "--disable-usage-stats",
+                f"--temp-dir={temp_dir}",
+                *node_ports,
+            ],
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{dash}"
         for _ in range(120):
-            if _status(f"{url}/api/version", token) == 200:
+            if _status(f"{self.url}/api/version", self.token) == 200 or self.proc.poll() is not None:
                 break
             time.sleep(1)
-        else:
-            pytest.fail("the Ray head's job server did not come up in 120 s")
-        yield url, token, env
-    finally:
+
+    def alive(self) -> bool:
+        return (
+            self.proc is not None and self.proc.poll() is None and _status(f"{self.url}/api/version", self.token) == 200
+        )
+
+    def ensure_alive(self, attempts: int = 3) -> None:
+        """Start the head, or start it again if it went away, up to `attempts` starts in all."""
+        while not self.alive():
+            if self.starts >= attempts:
+                pytest.fail(f"the Ray head did not come up in {self.starts} starts")
+            self.stop()
+            self.start()
+
+    def stop(self) -> None:
         # --block: on SIGTERM the head drains and stops its own processes, which took 35-40 s here; the
         # test is over, so after a short grace the whole process group (GCS, raylet, agents) is killed
-        os.killpg(proc.pid, signal.SIGTERM)
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def head():
+    h = Head()
+    try:
+        h.ensure_alive()
+        yield h
+    finally:
+        h.stop()
 
 
 def test_job_submit_with_token_runs_pretraining(head, tmp_path):
-    url, token, env = head
+    url, env = head.url, head.env
     # token authentication is on: the job server refuses a request without the token
     assert _status(f"{url}/api/version", None) == 401
     no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN",)}
@@ -139,6 +170,9 @@ def test_job_submit_with_token_runs_pretraining(head, tmp_path):
             args += ["--set", s]
     deadline = time.monotonic() + 300  # the job server answers before the node's agent is up ("try again later")
     while True:
+        if not head.alive():  # the head died (see Head): a new one, on new ports, with the same token
+            head.ensure_alive()
+            url = head.url
         submit = subprocess.run(
             [
                 str(BIN / "ray"),
@@ -156,7 +190,8 @@ def test_job_submit_with_token_runs_pretraining(head, tmp_path):
             text=True,
             timeout=900,
         )
-        if "No available agent" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
+        retry = "No available agent" in submit.stdout + submit.stderr or not head.alive()
+        if not retry or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
