@@ -490,7 +490,7 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
         },
         {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: bare(earlier["files"])},
     )
-    results: dict[str, list[tuple[float, float, int]]] = {k: [] for side in pairs for k in side}
+    results: dict[str, list[tuple[float, float, int, float]]] = {k: [] for side in pairs for k in side}
     groups: dict[str, dict[str, float]] = {}
     for sides in pairs:
         for name, fn in sides.items():

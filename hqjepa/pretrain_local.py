@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from hqjepa.checkpoint import export_trained_encoder, load_training_state, save_training_state
-from hqjepa.cli import ArgumentParser
 from hqjepa.config import Config, load_config, parse_override, save_config
 from hqjepa.engine import Trainer
 from hqjepa.loop import FaultInjector, run_steps
@@ -192,7 +191,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    from hqjepa.cli import run_command
+    from hqjepa.cli import ArgumentParser, run_command
 
     parser = ArgumentParser(prog="python -m hqjepa.pretrain_local", description=__doc__.splitlines()[0])
     configure_parser(parser)
