@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from hqjepa.data.collate import MaskCollator
 from hqjepa.data.compact import (
     BatchExpander,
     compact_batches,
+    compact_tensors,
     prefetched,
     unpack_float32,
     unpack_uint16,
@@ -88,6 +90,32 @@ def test_shuffle_buffer_yields_every_row_once_and_is_seeded(shard_dirs):
     assert sorted(a) == sorted(keys) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert not np.array_equal(a, keys)
     assert len(order(6, 1, drop_last=True)) == len(keys) // 4 * 4
+
+
+def test_shuffled_batches_carry_each_rows_own_bytes_labels_and_values(shard_dirs):
+    """The shuffle buffer gathers scattered rows (the indexed-copy path, not the slice path): every
+    row of every batch has its own band bytes and labels, and decodes to the host decode's values
+    of the pair its key names."""
+    shards = shard_dirs["v2"]
+    manifest = load_manifest(shards)
+    tables = _tables(shards)
+    blocks = [compact_block(t) for t in tables]
+    whole = compact_tensors(pa.concat_tables(blocks))
+    row_of = {int(k): i for i, k in enumerate(whole["key"].numpy())}
+    decode = block_decoder(manifest, split=None)
+    host = {k: np.concatenate([decode(t)[k] for t in tables]) for k in ("s2", "s1")}
+    expand = BatchExpander.from_manifest(manifest, "train")
+    seen = []
+    for b in compact_batches(blocks, 4, MaskConfig(), 12, 0, shuffle_buffer=6, shuffle_seed=3, drop_last=False):
+        rows = [row_of[int(k)] for k in b["key"].numpy()]
+        seen += rows
+        for name, t in b.items():
+            if name.startswith("raw_") or name == "labels19":
+                assert t.shape[0] == len(rows) and torch.equal(t, whole[name][rows]), name
+        values = expand(b)
+        for k in ("s2", "s1"):
+            assert torch.allclose(values[k], torch.from_numpy(host[k][rows]), rtol=0, atol=1e-5), k
+    assert sorted(seen) == list(range(manifest["pairs"])) and seen != sorted(seen)
 
 
 def test_byte_planes_round_trip_every_bit():

@@ -89,43 +89,64 @@ def compact_tensors(table) -> dict[str, torch.Tensor]:
     return out
 
 
-def _copy_rows(src: np.ndarray, rows: np.ndarray, dst: np.ndarray) -> None:
-    """dst[j] = src[rows[j]]: one slice copy for consecutive rows, else row by row (each row is one
-    contiguous run of bytes; measured faster than np.take or fancy indexing into a strided `dst`)."""
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
-        dst[:] = src[rows[0] : rows[-1] + 1]
-        return
-    for j, r in enumerate(rows.tolist()):
-        dst[j] = src[r]
+class RowChunk:
+    """One Arrow record batch of compact rows with its columns as numpy arrays, made once when the
+    chunk enters the shuffle buffer rather than once per batch that draws from it: `bands[group]`
+    lists the group's band bytes (uint8 [n, width] each, zero-copy views of the Arrow buffers),
+    `labels` float32 [n, 19], `keys` int64 [n]."""
+
+    __slots__ = ("bands", "keys", "labels", "num_rows")
+
+    def __init__(self, batch) -> None:
+        import pyarrow as pa
+
+        def array(name: str):
+            col = batch.column(name)
+            if isinstance(col, pa.ChunkedArray):  # a Table: one chunk, or combined
+                col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+            return col
+
+        self.num_rows = batch.num_rows
+        self.bands = {group: [binary_values(array(b)) for b in bands] for group, bands in GROUPS}
+        labels = array("labels19").flatten().to_numpy(zero_copy_only=False)
+        self.labels = labels.reshape(self.num_rows, len(LABELS19)).astype(np.float32)
+        self.keys = np.asarray(array("key").to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _gather(src: np.ndarray, rows: np.ndarray, dst: np.ndarray) -> None:
+    """dst[:] = src[rows] for a C-contiguous dst: one copy of the rows' bytes in one call (a Python
+    loop over rows cost a call per row and band; fancy indexing into a strided dst, two copies)."""
+    first = int(rows[0])
+    if int(rows[-1]) - first + 1 == len(rows) and (len(rows) == 1 or bool((np.diff(rows) == 1).all())):
+        dst[:] = src[first : first + len(rows)]
+    else:  # indices are in range by construction: mode="clip" skips numpy's buffered bounds check
+        np.take(src, rows, axis=0, out=dst, mode="clip")
 
 
 def gather_tensors(blocks: Sequence, picks: Sequence[tuple[int, np.ndarray]], pin_memory: bool = False):
     """Rows of compact blocks -> the compact batch's tensors without masks (module docstring).
 
-    blocks: pyarrow Tables of `stream.compact_block`'s columns; picks: (block index, row indices)
-    in batch order. One copy of the rows' bytes, into new writable (optionally pinned) tensors."""
-    import pyarrow as pa
-
+    blocks: `RowChunk`s, or pyarrow Tables / record batches of `stream.compact_block`'s columns;
+    picks: (block index, row indices) in batch order. One copy of the rows' bytes, into new
+    writable (optionally pinned) tensors. A group's tensor is [B, bands, width] as a view of
+    [bands, B, width] memory, so that each band's rows are written contiguously (so it is not
+    C-contiguous; `.to(device)` keeps the layout, `BatchExpander` takes either)."""
+    chunks = [blk if isinstance(blk, RowChunk) else RowChunk(blk) for blk in blocks]
+    picks = [(k, np.asarray(rows, dtype=np.int64)) for k, rows in picks if len(rows)]
     b = sum(len(rows) for _, rows in picks)
     out: dict[str, torch.Tensor] = {}
     for group, bands in GROUPS:
         width = band_dtype(bands[0]).itemsize * native_size_px(bands[0]) ** 2
-        t = torch.empty((b, len(bands), width), dtype=torch.uint8, pin_memory=pin_memory)
+        t = torch.empty((len(bands), b, width), dtype=torch.uint8, pin_memory=pin_memory)
         dst = t.numpy()
-        for i, band in enumerate(bands):
-            start = 0
-            for k, rows in picks:
-                _copy_rows(_column_bytes(blocks[k], band), rows, dst[start : start + len(rows), i])
-                start += len(rows)
-        out[f"{RAW_PREFIX}{group}"] = t
-    labels, keys = [], []
-    for k, rows in picks:
-        lab = blocks[k].column("labels19")
-        lab = lab.combine_chunks() if isinstance(lab, pa.ChunkedArray) else lab
-        labels.append(lab.flatten().to_numpy(zero_copy_only=False).reshape(-1, len(LABELS19))[rows])
-        keys.append(np.asarray(blocks[k].column("key").to_numpy())[rows])
-    out["labels19"] = torch.from_numpy(np.concatenate(labels).astype(np.float32))
-    out["key"] = torch.from_numpy(np.concatenate(keys).astype(np.int64))
+        start = 0
+        for k, rows in picks:
+            for i, src in enumerate(chunks[k].bands[group]):
+                _gather(src, rows, dst[i, start : start + len(rows)])
+            start += len(rows)
+        out[f"{RAW_PREFIX}{group}"] = t.permute(1, 0, 2)
+    out["labels19"] = torch.from_numpy(np.concatenate([chunks[k].labels[rows] for k, rows in picks]))
+    out["key"] = torch.from_numpy(np.concatenate([chunks[k].keys[rows] for k, rows in picks]))
     return out
 
 
@@ -137,12 +158,13 @@ def _masks(keys: np.ndarray, mask_cfg: MaskConfig, grid: int, seed: Sequence[int
     return sample_masks(len(keys), grid, mask_cfg, np.random.default_rng([*seed, digest])).as_dict()
 
 
-def _record_batches(blocks: Iterable) -> Iterator:
-    """Tables -> their record batches (one Arrow array per column: band bytes are read zero-copy)."""
+def _record_batches(blocks: Iterable) -> Iterator[RowChunk]:
+    """Tables -> their record batches (one Arrow array per column: band bytes are read zero-copy),
+    each prepared once as a RowChunk."""
     for block in blocks:
         for rb in block.to_batches() if hasattr(block, "to_batches") else [block]:
             if rb.num_rows:
-                yield rb
+                yield RowChunk(rb)
 
 
 def compact_batches(
