@@ -1,8 +1,9 @@
 """Data path benchmark: archive -> shards -> Ray Data -> torch, against its goals, in one run.
 
-    python -m bench.data [--pairs 512] [--shard-size 256] [--batch 32] [--config configs/tiny.yaml]
-                         [--steps 3] [--workdir DIR] [--parts convert,layouts,cpu,read,consumer]
-                         [--rounds 3] [--cpu-stream-rows 32768] [--v1-stream-rows 4096]
+    python -m bench.data [--pairs 1024] [--shard-size 1024] [--compare-shard-size 256] [--batch 32]
+                         [--config configs/tiny.yaml] [--steps 3] [--workdir DIR]
+                         [--parts convert,layouts,cpu,read,consumer] [--rounds 3]
+                         [--cpu-stream-rows 32768] [--v1-stream-rows 4096]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line.
 
@@ -20,7 +21,12 @@ not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_
                                  batch --batch, masks drawn) over the current (version-2) shards;
                                  and, labelled `path: host-decode, layout: v1`, today's earlier
                                  stream (decode, upsample and standardise in Ray Data, Ray's shuffle
-                                 and collate) over the same pairs in the version-1 layout
+                                 and collate) over the same pairs in the version-1 layout at the
+                                 earlier default of 256 pairs per shard; and, labelled `v2-compare`,
+                                 the training stream over the pairs converted at
+                                 --compare-shard-size (`pipeline_shard_size_ratio`: the default
+                                 size's rate over it). Processes run with the drivers' environment
+                                 (`ray_jobs/runtime.py`: Arrow's allocator keeps freed pages)
   bare_read_pairs_per_s_per_core pyarrow.parquet.read_table of the stream's columns of the same
                                  files, one thread, process CPU time: the physical anchor
   pipeline_over_bare_read        the two above (goal >= 0.5); the sides run interleaved, --rounds
@@ -60,6 +66,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# first: the environment Ray's and Arrow's processes read when they start (the drivers' own settings)
+import ray_jobs.runtime  # noqa: F401
+
+# isort: split
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -67,7 +77,7 @@ import torch
 from hqjepa.config import load_config
 from hqjepa.data.collate import MaskCollator
 from hqjepa.data.compact import BatchExpander
-from hqjepa.data.convert import convert_archive, convert_shard, finalise, plan_conversion
+from hqjepa.data.convert import DEFAULT_SHARD_SIZE, convert_archive, convert_shard, finalise, plan_conversion
 from hqjepa.data.shards import BANDS, load_manifest, shard_files
 from hqjepa.data.stream import STREAM_COLUMNS, block_decoder
 from hqjepa.data.synth_archive import write_archive
@@ -417,16 +427,27 @@ def bench_layouts(shards: Path) -> None:
             )
 
 
-def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_rows: int = 4096) -> None:
-    """The training stream's CPU cost per pair against the bare read of the same files (module docstring)."""
+def bench_cpu(
+    shards: Path,
+    cfg,
+    batch: int,
+    stream_rows: int,
+    rounds: int,
+    v1_rows: int = 4096,
+    compare: Path | None = None,
+) -> None:
+    """The training stream's CPU cost per pair against the bare read of the same files (module
+    docstring). compare: the same pairs converted at another shard size, streamed interleaved."""
     import pyarrow as pa
     import ray
 
     from hqjepa.data.stream import training_pipeline
     from ray_jobs._data import MaskCollateFn, compact_torch_batches, read_shards, torch_batches
 
-    old = write_version1(shards, shards.parent / "shards-v1")
+    # the earlier stream as it was: version-1 shards at the earlier default size
+    old = write_version1(compare or shards, shards.parent / "shards-v1")
     current = {"files": _repeat_files(shards, stream_rows, "v2"), "dir": shards}
+    other = {"files": _repeat_files(compare, stream_rows, "v2-compare"), "dir": compare} if compare else None
     # an epoch an eighth as long (a prefix of the same links): the CPU an epoch costs whatever its
     # length (Ray Data's executor, the first reads) and the cost per pair beyond it
     short_files = current["files"][: max(1, len(current["files"]) // 8)]
@@ -435,13 +456,14 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
     grid, shuffle = cfg.model.grid, cfg.data.shuffle_buffer
     ds_new = training_pipeline(read_shards(current["files"]), manifest, split=None, compact=True)
     ds_short = training_pipeline(read_shards(short_files), manifest, split=None, compact=True)
+    ds_other = training_pipeline(read_shards(other["files"]), manifest, split=None, compact=True) if other else None
     # the earlier stream as it was: Ray's block split (no fusion), host decode, Ray's shuffle and collate
     ds_old = training_pipeline(read_shards(earlier["files"], block_per_file=False), manifest, split=None)
 
-    def pipeline_new(ds=ds_new) -> int:
+    def pipeline_new(ds=ds_new, shard_dir=shards) -> int:
         rows = 0
         for b in compact_torch_batches(
-            ds.iterator(), batch, cfg.mask, grid, [0, 0, 0], shards, shuffle_buffer=shuffle, shuffle_seed=0
+            ds.iterator(), batch, cfg.mask, grid, [0, 0, 0], shard_dir, shuffle_buffer=shuffle, shuffle_seed=0
         ):
             rows += b["key"].shape[0]
         return rows
@@ -482,12 +504,16 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
     # each layout's pipeline interleaved with its own bare read; the current layout first, alone (the
     # earlier stream's 0.8 MB float32 blocks fill and spill Ray's object store, which would charge
     # the next epochs for it)
+    first = {
+        "pipeline_v2": pipeline_new,
+        "pipeline_v2_short": lambda: pipeline_new(ds_short),
+        "bare_v2": lambda: bare(current["files"]),
+    }
+    if other:
+        first["pipeline_v2_compare"] = lambda: pipeline_new(ds_other, compare)
+        first["bare_v2_compare"] = lambda: bare(other["files"])
     pairs = (
-        {
-            "pipeline_v2": pipeline_new,
-            "pipeline_v2_short": lambda: pipeline_new(ds_short),
-            "bare_v2": lambda: bare(current["files"]),
-        },
+        first,
         {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: bare(earlier["files"])},
     )
     results: dict[str, list[tuple[float, float, int, float]]] = {k: [] for side in pairs for k in side}
@@ -516,20 +542,27 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
         "rounds": rounds,
         "load_1min_at_end": round(load, 2),
         "ray_cpus": int(ray.cluster_resources().get("CPU", 0)),
+        "mimalloc_purge_delay": os.environ.get("MIMALLOC_PURGE_DELAY"),
+        "arrow_memory_pool": pa.default_memory_pool().backend_name,
         "cpu_count": os.cpu_count(),
     }
-    for name, layout, path, bare_key in (
-        ("pipeline_v2", "v2", "compact (the training stream)", "bare_v2"),
-        ("pipeline_v1_host_decode", "v1", "host-decode (the earlier stream)", "bare_v1"),
-    ):
+    sizes = {"v2": load_manifest(shards)["shard_size"], "v1": load_manifest(old)["shard_size"]}
+    streams = [("pipeline_v2", "v2", "compact (the training stream)", "bare_v2")]
+    if other:
+        sizes["v2-compare"] = load_manifest(compare)["shard_size"]
+        streams.append(("pipeline_v2_compare", "v2-compare", "compact (the training stream)", "bare_v2_compare"))
+    streams.append(("pipeline_v1_host_decode", "v1", "host-decode (the earlier stream)", "bare_v1"))
+    for name, layout, path, bare_key in streams:
+        main = layout == "v2"
         emit(
             "pipeline_cpu_pairs_per_s_per_core",
             med[name],
             "pairs/s per core",
             layout=layout,
+            shard_size=sizes[layout],
             path=path,
-            goal=">= 1500" if layout == "v2" else "",
-            ok=med[name] >= 1500 if layout == "v2" else None,
+            goal=">= 1500" if main else "",
+            ok=med[name] >= 1500 if main else None,
             rounds_values=[round(r[0], 1) for r in results[name]],
             wall_s=[round(r[1], 2) for r in results[name]],
             rows=results[name][0][2],
@@ -541,6 +574,7 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
             med[bare_key],
             "pairs/s per core",
             layout=layout,
+            shard_size=sizes[layout],
             rounds_values=[round(r[0], 1) for r in results[bare_key]],
             **common,
         )
@@ -549,9 +583,10 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
             med[name] / med[bare_key],
             "ratio",
             layout=layout,
+            shard_size=sizes[layout],
             path=path,
-            goal=">= 0.5" if layout == "v2" else "",
-            ok=med[name] / med[bare_key] >= 0.5 if layout == "v2" else None,
+            goal=">= 0.5" if main else "",
+            ok=med[name] / med[bare_key] >= 0.5 if main else None,
             **common,
         )
     # CPU(rows) = fixed + rows / marginal, from the long and the short epoch's medians
@@ -576,6 +611,15 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
         note="CPU per pair beyond the per-epoch cost: the rate of an epoch of the whole archive",
         **common,
     )
+    if other:
+        emit(
+            "pipeline_shard_size_ratio",
+            med["pipeline_v2"] / med["pipeline_v2_compare"],
+            "ratio",
+            note="pairs/s per core of the training stream at the default shard size over the compared size",
+            shard_sizes=[sizes["v2"], sizes["v2-compare"]],
+            **common,
+        )
     emit(
         "pipeline_v2_over_v1_host_decode",
         med["pipeline_v2"] / med["pipeline_v1_host_decode"],
@@ -596,8 +640,16 @@ def bench_cpu(shards: Path, cfg, batch: int, stream_rows: int, rounds: int, v1_r
 def main(argv: list[str] | None = None) -> int:
     PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=512)
-    p.add_argument("--shard-size", type=int, default=256, help="pairs per shard (ray_jobs/convert.py's default)")
+    p.add_argument("--pairs", type=int, default=1024)
+    p.add_argument(
+        "--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="pairs per shard (ray_jobs/convert.py's default)"
+    )
+    p.add_argument(
+        "--compare-shard-size",
+        type=int,
+        default=256,
+        help="the CPU measurement also streams the pairs converted at this size (0: not)",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
     p.add_argument("--steps", type=int, default=3, help="timed training steps (median)")
@@ -632,7 +684,12 @@ def main(argv: list[str] | None = None) -> int:
         if "layouts" in parts:
             bench_layouts(shards)
         if "cpu" in parts:
-            bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds, args.v1_stream_rows)
+            compare = None
+            if args.compare_shard_size and args.compare_shard_size != args.shard_size:
+                compare = work / f"shards-{args.compare_shard_size}"
+                if not (compare / "_manifest.json").exists():
+                    convert_archive(archive, compare, shard_size=args.compare_shard_size, progress=False)
+            bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds, args.v1_stream_rows, compare)
         pipeline = consumer = None
         if "read" in parts:
             pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)

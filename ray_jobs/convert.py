@@ -1,7 +1,7 @@
 """Convert a BigEarthNet S1/S2 archive (v1.0 or v2.0 layout) into zstd Parquet shards with Ray.
 
     python ray_jobs/convert.py --archive /data/BigEarthNet --out /data/ben-shards [--layout auto|v1|v2]
-                               [--shard-size 256] [--workers N] [--max-new-shards K]
+                               [--shard-size 1024] [--workers N] [--max-new-shards K]
                                [--exclude-list FILE ...] [--exclude-flagged]
 
 The story of a run:
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from hqjepa.cli import ArgumentParser
 from hqjepa.data.bigearthnet import NotBigEarthNetError
-from hqjepa.data.convert import conversion_lock, convert_shard, finalise, plan_conversion
+from hqjepa.data.convert import DEFAULT_SHARD_SIZE, conversion_lock, convert_shard, finalise, plan_conversion
 from hqjepa.data.exclusions import EXCLUDED
 from hqjepa.data.shards import ShardError
 from hqjepa.runs.lock import LockHeld
@@ -119,8 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--shard-size",
         type=int,
-        default=256,
-        help="pairs per shard (~180 KB per pair on disk); keep >= 256, Ray Data pays a per-file cost every epoch",
+        default=DEFAULT_SHARD_SIZE,
+        help=f"pairs per shard (~205 KB per pair on disk; default {DEFAULT_SHARD_SIZE}): Ray Data pays per "
+        "shard every epoch, so smaller shards cost more CPU per pair",
     )
     p.add_argument("--workers", type=int, default=None, help="concurrent conversion tasks (default: Ray's CPUs)")
     p.add_argument(
