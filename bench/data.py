@@ -33,6 +33,11 @@ not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_
                                  times each, and each figure is the median of its rounds. An epoch
                                  is --cpu-stream-rows rows (the shards repeated; the earlier stream
                                  --v1-stream-rows), its per-epoch start-up included
+  ray_read_floor_pairs_per_s_per_core   Ray Data's read of the same files handed over as blocks, nothing
+  ray_read_floor_over_bare_read  done to them (no compact step, no batches): what Ray Data itself costs,
+                                 the floor under any stream it carries
+  inprocess_stream_pairs_per_s_per_core  the training stream's own work (read, compact step, shuffle
+  inprocess_stream_over_bare_read  buffer, gather, masks) in this process without Ray
   pipeline_epoch_fixed_cpu_s     the CPU an epoch of the training stream costs whatever its length,
   pipeline_marginal_pairs_per_s_per_core  and the rate per pair beyond it: from the same stream over
                                  an epoch an eighth as long, run interleaved with the others
@@ -457,6 +462,7 @@ def bench_cpu(
     ds_new = training_pipeline(read_shards(current["files"]), manifest, split=None, compact=True)
     ds_short = training_pipeline(read_shards(short_files), manifest, split=None, compact=True)
     ds_other = training_pipeline(read_shards(other["files"]), manifest, split=None, compact=True) if other else None
+    ds_floor = read_shards(current["files"])  # Ray Data's read alone: no compact step, no batches
     # the earlier stream as it was: Ray's block split (no fusion), host decode, Ray's shuffle and collate
     ds_old = training_pipeline(read_shards(earlier["files"], block_per_file=False), manifest, split=None)
 
@@ -481,6 +487,20 @@ def bench_cpu(
         ):
             rows += b["s2"].shape[0]
         return rows
+
+    def ray_floor() -> int:  # the blocks handed over, untouched: what Ray Data costs before any work of ours
+        it = ds_floor.iterator().iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2)
+        return sum(block.num_rows for block in it)
+
+    def in_process() -> int:  # the same work as the training stream in one process, no Ray
+        from hqjepa.data.compact import compact_batches
+        from hqjepa.data.stream import compact_block
+
+        blocks = (
+            compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False)) for f in current["files"]
+        )
+        batches = compact_batches(blocks, batch, cfg.mask, grid, [0, 0, 0], shuffle_buffer=shuffle, shuffle_seed=0)
+        return sum(b["key"].shape[0] for b in batches)
 
     def bare(files) -> int:
         return sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
@@ -509,6 +529,8 @@ def bench_cpu(
         "pipeline_v2_short": lambda: pipeline_new(ds_short),
         "bare_v2": lambda: bare(current["files"]),
     }
+    first["pipeline_ray_read_floor"] = ray_floor
+    first["inprocess_v2"] = in_process
     if other:
         first["pipeline_v2_compare"] = lambda: pipeline_new(ds_other, compare)
         first["bare_v2_compare"] = lambda: bare(other["files"])
@@ -524,7 +546,7 @@ def bench_cpu(
                 fn()  # cold: worker start-up, imports
         for _ in range(rounds):  # interleaved
             for name, fn in sides.items():
-                if name.startswith("bare"):
+                if name.startswith(("bare", "inprocess")):
                     c0, w0 = time.process_time(), time.perf_counter()
                     rows = fn()
                     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -611,6 +633,20 @@ def bench_cpu(
         note="CPU per pair beyond the per-epoch cost: the rate of an epoch of the whole archive",
         **common,
     )
+    for name, metric, note in (
+        (
+            "pipeline_ray_read_floor",
+            "ray_read_floor",
+            "read_shards -> iter_batches(batch_size=None), blocks untouched: Ray Data's own cost, no work of ours",
+        ),
+        (
+            "inprocess_v2",
+            "inprocess_stream",
+            "read_table + compact_block + compact_batches (shuffle, gather, masks) in this process, no Ray",
+        ),
+    ):
+        emit(f"{metric}_pairs_per_s_per_core", med[name], "pairs/s per core", layout="v2", note=note, **common)
+        emit(f"{metric}_over_bare_read", med[name] / med["bare_v2"], "ratio", layout="v2", **common)
     if other:
         emit(
             "pipeline_shard_size_ratio",
