@@ -2,7 +2,7 @@
 
     python -m bench.data [--pairs 1024] [--shard-size 1024] [--compare-shard-size 256] [--batch 32]
                          [--config configs/tiny.yaml] [--steps 3] [--workdir DIR]
-                         [--parts convert,layouts,cpu,read,consumer] [--rounds 3]
+                         [--parts convert,layouts,cpu,allocator,read,consumer] [--rounds 3]
                          [--cpu-stream-rows 32768] [--v1-stream-rows 4096]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line.
@@ -38,6 +38,10 @@ not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_
                                  the floor under any stream it carries
   inprocess_stream_pairs_per_s_per_core  the training stream's own work (read, compact step, shuffle
   inprocess_stream_over_bare_read  buffer, gather, masks) in this process without Ray
+  allocator_pipeline_pairs_per_s_per_core  (`--parts allocator`) the training stream, one epoch per fresh
+  allocator_keep_pages_over_default  process, with Arrow's allocator keeping freed pages
+                                 (MIMALLOC_PURGE_DELAY=-1, the drivers' setting) and with mimalloc's
+                                 default, alternated --rounds times
   pipeline_epoch_fixed_cpu_s     the CPU an epoch of the training stream costs whatever its length,
   pipeline_marginal_pairs_per_s_per_core  and the rate per pair beyond it: from the same stream over
                                  an epoch an eighth as long, run interleaved with the others
@@ -673,6 +677,61 @@ def bench_cpu(
     pa.default_memory_pool().release_unused()
 
 
+def stream_epoch(shards: Path, cfg, batch: int, stream_rows: int) -> None:
+    """One warm epoch of the training stream and one bare read of its files, timed as `bench_cpu`
+    times them; prints one `stream_epoch` line (run by `bench_allocator` in a child process)."""
+    from hqjepa.data.stream import training_pipeline
+    from ray_jobs._data import compact_torch_batches, read_shards
+
+    files = _repeat_files(shards, stream_rows, "v2")
+    ds = training_pipeline(read_shards(files), load_manifest(shards), split=None, compact=True)
+
+    def epoch() -> int:
+        batches = compact_torch_batches(
+            ds.iterator(), batch, cfg.mask, cfg.model.grid, [0, 0, 0], shards, cfg.data.shuffle_buffer, 0
+        )
+        return sum(b["key"].shape[0] for b in batches)
+
+    epoch()  # cold: worker start-up, imports
+    rows, cpu, _ = tree_cpu_seconds(epoch)
+    c0 = time.process_time()
+    bare_rows = sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
+    emit("stream_epoch", rows / cpu, "pairs/s per core", bare_read=bare_rows / (time.process_time() - c0))
+
+
+def bench_allocator(work: Path, args) -> None:
+    """The training stream with Arrow's allocator keeping freed pages (MIMALLOC_PURGE_DELAY=-1, what
+    the drivers set) against mimalloc's default (10 ms), each epoch in a fresh process and Ray
+    session, the two alternated --rounds times."""
+    import subprocess
+    import sys
+
+    rates: dict[str, list[float]] = {"-1": [], "10": []}
+    bare: dict[str, list[float]] = {"-1": [], "10": []}
+    for _ in range(args.rounds):
+        for delay in rates:
+            cmd = [sys.executable, "-m", "bench.data", "--parts", "stream-epoch", "--workdir", str(work)]
+            cmd += ["--config", args.config, "--batch", str(args.batch), "--cpu-stream-rows", str(args.cpu_stream_rows)]
+            env = {**os.environ, "MIMALLOC_PURGE_DELAY": delay}
+            out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+            line = next(json.loads(x) for x in out.splitlines() if '"stream_epoch"' in x)
+            rates[delay].append(line["value"])
+            bare[delay].append(line["bare_read"])
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    for delay, label in (("-1", "kept (the drivers' setting)"), ("10", "mimalloc's default")):
+        emit(
+            "allocator_pipeline_pairs_per_s_per_core",
+            med[delay],
+            "pairs/s per core",
+            mimalloc_purge_delay=delay,
+            freed_pages=label,
+            rounds_values=[round(v, 1) for v in rates[delay]],
+            bare_read_rounds_values=[round(v, 1) for v in bare[delay]],
+            bare_read_median=round(float(np.median(bare[delay])), 1),
+        )
+    emit("allocator_keep_pages_over_default", med["-1"] / med["10"], "ratio", rounds=args.rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     PROVENANCE.update(provenance(None if argv is None else ["-m", __spec__.name, *argv]))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -717,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
                 convert_archive(archive, shards, shard_size=args.shard_size, progress=False)
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         cfg = load_config(args.config)
+        if "stream-epoch" in parts:  # one child of bench_allocator
+            stream_epoch(shards, cfg, args.batch, args.cpu_stream_rows)
+            return 0
         if "layouts" in parts:
             bench_layouts(shards)
         if "cpu" in parts:
@@ -726,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not (compare / "_manifest.json").exists():
                     convert_archive(archive, compare, shard_size=args.compare_shard_size, progress=False)
             bench_cpu(shards, cfg, args.batch, args.cpu_stream_rows, args.rounds, args.v1_stream_rows, compare)
+        if "allocator" in parts:
+            bench_allocator(work, args)
         pipeline = consumer = None
         if "read" in parts:
             pipeline = bench_read(shards, args.batch, cfg.mask, cfg.model.grid, args.stream_rows)

@@ -19,6 +19,10 @@ A compact batch (B rows; n the native grid of the group's bands):
     key          int64   [B]                     CRC-32 of each row's patch id (masks are seeded by it)
     ctx_idx ... tgt_valid                        the multiblock masks, as `collate.py` documents
 
+The `raw_*` tensors that `compact_batches` makes are [B, bands, width] views of [bands, B, width]
+memory (each band's rows are gathered into one contiguous run), so they are not C-contiguous;
+`.to(device)` keeps that layout and `BatchExpander` reads either.
+
 `compact_batches` builds it from the stream's compact blocks (`stream.compact_block`; Ray Data's
 `iter_batches(batch_size=None, batch_format="pyarrow")`), with an optional local shuffle buffer:
 the rows of each batch are gathered straight from the blocks into the group tensors, one copy of
