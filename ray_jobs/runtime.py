@@ -14,9 +14,9 @@ from pathlib import Path
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 # Arrow's allocator (mimalloc) gives freed pages back to the OS after 10 ms and faults them in again
-# on the next block: every shard read and every batch gathered paid that. Keeping them (-1) cut the
-# input stream's CPU per pair by about a tenth (docs/performance.md); a reader's memory stays at its
-# peak (about two shards' worth). Read by every process Ray starts from here (they inherit it).
+# on the next block: every shard read and every batch gathered paid that. Keeping them (-1): 1.33x
+# the input stream's pairs per CPU core (docs/performance.md); a process's memory stays at its peak
+# instead. Every process Ray starts from here inherits it.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
 
 import ray  # noqa: E402  (after the environment above)
