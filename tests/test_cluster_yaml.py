@@ -29,6 +29,8 @@ def test_cluster_file_validates_and_is_locked_down(name):
     head = " ".join(cfg["head_start_ray_commands"])
     workers = " ".join(cfg["worker_start_ray_commands"])
     assert "RAY_AUTH_MODE=token" in head and "RAY_AUTH_MODE=token" in workers
+    # every node's processes keep Arrow's freed pages, as the drivers' own Ray does (ray_jobs/runtime.py)
+    assert "MIMALLOC_PURGE_DELAY=-1" in head and "MIMALLOC_PURGE_DELAY=-1" in workers
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
     mounts = cfg["file_mounts"]
     assert any(k.endswith(".ray/auth_token") and v == "cluster/.auth_token" for k, v in mounts.items())
