@@ -69,8 +69,9 @@ CONVERT_LOCK = ".convert.lock"  # held by the live conversion into a directory
 # Pairs per shard. Ray Data reads one shard as one task and one block, and pays per block on both
 # sides (the read task's start, its stats and object-store entry; the iterator's bookkeeping per
 # block), so the stream's CPU per pair falls with the shard size: 1.36x the pairs per core at 1024
-# than at 256 in one benchmark run, 1.05x in another (docs/performance.md). The cost: a conversion task holds its group in memory
-# (peak RSS measured 0.98 GB at 1024 pairs against 0.56 GB at 256), and a resume redoes whole shards.
+# than at 256 in one benchmark run, 1.05x in another (docs/performance.md). The cost: a conversion
+# task holds its group in memory (peak RSS 0.98 GB at 1024 pairs, 0.56 GB at 256), and a resume
+# redoes whole shards.
 DEFAULT_SHARD_SIZE = 1024
 
 
