@@ -2,7 +2,7 @@
 
     python -m bench.data [--pairs 1024] [--shard-size 1024] [--compare-shard-size 256] [--batch 32]
                          [--config configs/tiny.yaml] [--steps 3] [--workdir DIR]
-                         [--parts convert,layouts,cpu,allocator,read,consumer] [--rounds 3]
+                         [--parts convert,convert-memory,layouts,cpu,allocator,read,consumer] [--rounds 3]
                          [--cpu-stream-rows 32768] [--v1-stream-rows 4096]
 
 Writes a synthetic v1 archive of `--pairs` pairs, then prints one JSON object per line.
@@ -38,6 +38,9 @@ not part of it and is timed separately here on the CPU (`expand_cpu_pairs_per_s_
                                  the floor under any stream it carries
   inprocess_stream_pairs_per_s_per_core  the training stream's own work (read, compact step, shuffle
   inprocess_stream_over_bare_read  buffer, gather, masks) in this process without Ray
+  convert_peak_rss_gb            (`--parts convert-memory`) peak resident memory of an in-process
+                                 conversion at --compare-shard-size and at --shard-size, each in a
+                                 fresh process
   allocator_pipeline_pairs_per_s_per_core  (`--parts allocator`) the training stream, one epoch per fresh
   allocator_keep_pages_over_default  process, with Arrow's allocator keeping freed pages
                                  (MIMALLOC_PURGE_DELAY=-1, the drivers' setting) and with mimalloc's
@@ -677,6 +680,33 @@ def bench_cpu(
     pa.default_memory_pool().release_unused()
 
 
+def bench_convert_memory(archive: Path, work: Path, sizes: tuple[int, ...]) -> None:
+    """Peak resident memory of one in-process conversion per shard size, each in a fresh process
+    (a conversion task holds its group of pairs in memory until the shard is written)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, resource, sys\n"
+        "from hqjepa.data.convert import convert_archive\n"
+        "convert_archive(sys.argv[1], sys.argv[2], shard_size=int(sys.argv[3]), progress=False)\n"
+        "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+    )
+    for size in sizes:
+        out = work / f"shards-memory-{size}"
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(archive), str(out), str(size)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peak = json.loads(run.stdout.strip().splitlines()[-1])["maxrss_kb"]
+        emit("convert_peak_rss_gb", peak / 1e6, "GB", shard_size=size, pairs=load_manifest(out)["pairs"])
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def stream_epoch(shards: Path, cfg, batch: int, stream_rows: int) -> None:
     """One warm epoch of the training stream and one bare read of its files, timed as `bench_cpu`
     times them; prints one `stream_epoch` line (run by `bench_allocator` in a child process)."""
@@ -779,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
         if "stream-epoch" in parts:  # one child of bench_allocator
             stream_epoch(shards, cfg, args.batch, args.cpu_stream_rows)
             return 0
+        if "convert-memory" in parts:
+            bench_convert_memory(archive, work, (args.compare_shard_size or 256, args.shard_size))
         if "layouts" in parts:
             bench_layouts(shards)
         if "cpu" in parts:
