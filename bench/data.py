@@ -686,11 +686,14 @@ def bench_convert_memory(archive: Path, work: Path, sizes: tuple[int, ...]) -> N
     import subprocess
     import sys
 
+    # VmHWM, the high-water mark of this process image: getrusage's ru_maxrss would also count the
+    # parent's resident memory at the fork (Linux keeps it across exec)
     code = (
-        "import json, resource, sys\n"
+        "import json, re, sys\n"
         "from hqjepa.data.convert import convert_archive\n"
         "convert_archive(sys.argv[1], sys.argv[2], shard_size=int(sys.argv[3]), progress=False)\n"
-        "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)\n"
+        "print(json.dumps({'maxrss_kb': int(hwm)}))\n"
     )
     for size in sizes:
         out = work / f"shards-memory-{size}"
