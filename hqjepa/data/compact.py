@@ -66,33 +66,6 @@ def is_compact(batch: Mapping) -> bool:
     return f"{RAW_PREFIX}{GROUPS[0][0]}" in batch
 
 
-def _column_bytes(table, band: str) -> np.ndarray:
-    import pyarrow as pa
-
-    col = table.column(band)
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return binary_values(col)
-
-
-def compact_tensors(table) -> dict[str, torch.Tensor]:
-    """A pyarrow Table of compact rows (`stream.compact_block`'s columns) -> the compact batch's
-    tensors without masks (module docstring). One copy of the band bytes, into writable tensors."""
-    b = table.num_rows
-    out: dict[str, torch.Tensor] = {}
-    for group, bands in GROUPS:
-        width = band_dtype(bands[0]).itemsize * native_size_px(bands[0]) ** 2
-        t = torch.empty((b, len(bands), width), dtype=torch.uint8)
-        dst = t.numpy()
-        for i, band in enumerate(bands):
-            dst[:, i] = _column_bytes(table, band)
-        out[f"{RAW_PREFIX}{group}"] = t
-    labels = table.column("labels19").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    out["labels19"] = torch.from_numpy(labels.reshape(b, len(LABELS19)).astype(np.float32))
-    out["key"] = torch.from_numpy(table.column("key").to_numpy().astype(np.int64))
-    return out
-
-
 class RowChunk:
     """One Arrow record batch of compact rows with its columns as numpy arrays, made once when the
     chunk enters the shuffle buffer rather than once per batch that draws from it: `bands[group]`
@@ -115,6 +88,16 @@ class RowChunk:
         labels = array("labels19").flatten().to_numpy(zero_copy_only=False)
         self.labels = labels.reshape(self.num_rows, len(LABELS19)).astype(np.float32)
         self.keys = np.asarray(array("key").to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def compact_tensors(table) -> dict[str, torch.Tensor]:
+    """A pyarrow Table of compact rows (`stream.compact_block`'s columns) -> the compact batch's
+    tensors without masks (module docstring). One copy of the band bytes, into writable tensors."""
+    chunk = RowChunk(table)
+    out = {f"{RAW_PREFIX}{group}": torch.from_numpy(np.stack(chunk.bands[group], axis=1)) for group, _ in GROUPS}
+    out["labels19"] = torch.from_numpy(chunk.labels)  # astype made it a writable copy
+    out["key"] = torch.from_numpy(chunk.keys.copy())  # the Arrow buffer itself is read-only
+    return out
 
 
 def _gather(src: np.ndarray, rows: np.ndarray, dst: np.ndarray) -> None:
