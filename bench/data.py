@@ -367,6 +367,29 @@ def _repeat_files(shards: Path, stream_rows: int, tag: str) -> list[str]:
     return linked
 
 
+def _bare_read(files) -> int:
+    """pyarrow.parquet.read_table of the stream's columns, one thread: the physical anchor. Rows read."""
+    return sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
+
+
+def _training_epoch(ds, shard_dir: Path, cfg, batch: int) -> int:
+    """One epoch of the training stream over `ds` (`training_pipeline(..., compact=True)`), as
+    `ray_jobs/pretrain.py` runs it: shuffle buffer `data.shuffle_buffer`, masks drawn. Rows read."""
+    from ray_jobs._data import compact_torch_batches
+
+    batches = compact_torch_batches(
+        ds.iterator(),
+        batch,
+        cfg.mask,
+        cfg.model.grid,
+        [0, 0, 0],
+        shard_dir,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        shuffle_seed=0,
+    )
+    return sum(b["key"].shape[0] for b in batches)
+
+
 def write_version1(shards: Path, out: Path) -> Path:
     """The same rows in the earlier layout (schema version 1), as earlier converters wrote them."""
     import pyarrow as pa
@@ -454,32 +477,24 @@ def bench_cpu(
     import ray
 
     from hqjepa.data.stream import training_pipeline
-    from ray_jobs._data import MaskCollateFn, compact_torch_batches, read_shards, torch_batches
+    from ray_jobs._data import MaskCollateFn, read_shards, torch_batches
 
     # the earlier stream as it was: version-1 shards at the earlier default size
     old = write_version1(compare or shards, shards.parent / "shards-v1")
-    current = {"files": _repeat_files(shards, stream_rows, "v2"), "dir": shards}
-    other = {"files": _repeat_files(compare, stream_rows, "v2-compare"), "dir": compare} if compare else None
+    current_files = _repeat_files(shards, stream_rows, "v2")
+    other_files = _repeat_files(compare, stream_rows, "v2-compare") if compare else None
     # an epoch an eighth as long (a prefix of the same links): the CPU an epoch costs whatever its
     # length (Ray Data's executor, the first reads) and the cost per pair beyond it
-    short_files = current["files"][: max(1, len(current["files"]) // 8)]
-    earlier = {"files": _repeat_files(old, v1_rows, "v1"), "dir": old}
+    short_files = current_files[: max(1, len(current_files) // 8)]
+    earlier_files = _repeat_files(old, v1_rows, "v1")
     manifest = load_manifest(shards)
     grid, shuffle = cfg.model.grid, cfg.data.shuffle_buffer
-    ds_new = training_pipeline(read_shards(current["files"]), manifest, split=None, compact=True)
+    ds_new = training_pipeline(read_shards(current_files), manifest, split=None, compact=True)
     ds_short = training_pipeline(read_shards(short_files), manifest, split=None, compact=True)
-    ds_other = training_pipeline(read_shards(other["files"]), manifest, split=None, compact=True) if other else None
-    ds_floor = read_shards(current["files"])  # Ray Data's read alone: no compact step, no batches
+    ds_other = training_pipeline(read_shards(other_files), manifest, split=None, compact=True) if other_files else None
+    ds_floor = read_shards(current_files)  # Ray Data's read alone: no compact step, no batches
     # the earlier stream as it was: Ray's block split (no fusion), host decode, Ray's shuffle and collate
-    ds_old = training_pipeline(read_shards(earlier["files"], block_per_file=False), manifest, split=None)
-
-    def pipeline_new(ds=ds_new, shard_dir=shards) -> int:
-        rows = 0
-        for b in compact_torch_batches(
-            ds.iterator(), batch, cfg.mask, grid, [0, 0, 0], shard_dir, shuffle_buffer=shuffle, shuffle_seed=0
-        ):
-            rows += b["key"].shape[0]
-        return rows
+    ds_old = training_pipeline(read_shards(earlier_files, block_per_file=False), manifest, split=None)
 
     def pipeline_old() -> int:
         rows = 0
@@ -504,19 +519,16 @@ def bench_cpu(
         from hqjepa.data.stream import compact_block
 
         blocks = (
-            compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False)) for f in current["files"]
+            compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False)) for f in current_files
         )
         batches = compact_batches(blocks, batch, cfg.mask, grid, [0, 0, 0], shuffle_buffer=shuffle, shuffle_seed=0)
         return sum(b["key"].shape[0] for b in batches)
-
-    def bare(files) -> int:
-        return sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
 
     def expand_cost() -> tuple[float, int]:  # the step's input decode, timed on this CPU (1 thread)
         from hqjepa.data.compact import compact_batches
         from hqjepa.data.stream import compact_block
 
-        blocks = [compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS))) for f in current["files"][:2]]
+        blocks = [compact_block(pq.read_table(f, columns=list(STREAM_COLUMNS))) for f in current_files[:2]]
         batches = list(compact_batches(blocks, batch, cfg.mask, grid, 0))
         expand = BatchExpander.from_manifest(manifest)
         threads = torch.get_num_threads()
@@ -532,18 +544,18 @@ def bench_cpu(
     # earlier stream's 0.8 MB float32 blocks fill and spill Ray's object store, which would charge
     # the next epochs for it)
     first = {
-        "pipeline_v2": pipeline_new,
-        "pipeline_v2_short": lambda: pipeline_new(ds_short),
-        "bare_v2": lambda: bare(current["files"]),
+        "pipeline_v2": lambda: _training_epoch(ds_new, shards, cfg, batch),
+        "pipeline_v2_short": lambda: _training_epoch(ds_short, shards, cfg, batch),
+        "bare_v2": lambda: _bare_read(current_files),
+        "pipeline_ray_read_floor": ray_floor,
+        "inprocess_v2": in_process,
     }
-    first["pipeline_ray_read_floor"] = ray_floor
-    first["inprocess_v2"] = in_process
-    if other:
-        first["pipeline_v2_compare"] = lambda: pipeline_new(ds_other, compare)
-        first["bare_v2_compare"] = lambda: bare(other["files"])
+    if other_files:
+        first["pipeline_v2_compare"] = lambda: _training_epoch(ds_other, compare, cfg, batch)
+        first["bare_v2_compare"] = lambda: _bare_read(other_files)
     pairs = (
         first,
-        {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: bare(earlier["files"])},
+        {"pipeline_v1_host_decode": pipeline_old, "bare_v1": lambda: _bare_read(earlier_files)},
     )
     results: dict[str, list[tuple[float, float, int, float]]] = {k: [] for side in pairs for k in side}
     groups: dict[str, dict[str, float]] = {}
@@ -577,7 +589,7 @@ def bench_cpu(
     }
     sizes = {"v2": load_manifest(shards)["shard_size"], "v1": load_manifest(old)["shard_size"]}
     streams = [("pipeline_v2", "v2", "compact (the training stream)", "bare_v2")]
-    if other:
+    if other_files:
         sizes["v2-compare"] = load_manifest(compare)["shard_size"]
         streams.append(("pipeline_v2_compare", "v2-compare", "compact (the training stream)", "bare_v2_compare"))
     streams.append(("pipeline_v1_host_decode", "v1", "host-decode (the earlier stream)", "bare_v1"))
@@ -654,7 +666,7 @@ def bench_cpu(
     ):
         emit(f"{metric}_pairs_per_s_per_core", med[name], "pairs/s per core", layout="v2", note=note, **common)
         emit(f"{metric}_over_bare_read", med[name] / med["bare_v2"], "ratio", layout="v2", **common)
-    if other:
+    if other_files:
         emit(
             "pipeline_shard_size_ratio",
             med["pipeline_v2"] / med["pipeline_v2_compare"],
@@ -714,21 +726,14 @@ def stream_epoch(shards: Path, cfg, batch: int, stream_rows: int) -> None:
     """One warm epoch of the training stream and one bare read of its files, timed as `bench_cpu`
     times them; prints one `stream_epoch` line (run by `bench_allocator` in a child process)."""
     from hqjepa.data.stream import training_pipeline
-    from ray_jobs._data import compact_torch_batches, read_shards
+    from ray_jobs._data import read_shards
 
     files = _repeat_files(shards, stream_rows, "v2")
     ds = training_pipeline(read_shards(files), load_manifest(shards), split=None, compact=True)
-
-    def epoch() -> int:
-        batches = compact_torch_batches(
-            ds.iterator(), batch, cfg.mask, cfg.model.grid, [0, 0, 0], shards, cfg.data.shuffle_buffer, 0
-        )
-        return sum(b["key"].shape[0] for b in batches)
-
-    epoch()  # cold: worker start-up, imports
-    rows, cpu, _ = tree_cpu_seconds(epoch)
+    _training_epoch(ds, shards, cfg, batch)  # cold: worker start-up, imports
+    rows, cpu, _ = tree_cpu_seconds(lambda: _training_epoch(ds, shards, cfg, batch))
     c0 = time.process_time()
-    bare_rows = sum(pq.read_table(f, columns=list(STREAM_COLUMNS), use_threads=False).num_rows for f in files)
+    bare_rows = _bare_read(files)
     emit("stream_epoch", rows / cpu, "pairs/s per core", bare_read=bare_rows / (time.process_time() - c0))
 
 
