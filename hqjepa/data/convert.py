@@ -1,6 +1,6 @@
 """BigEarthNet archive -> Parquet shards: planning, one shard per task, quarantine, resume, manifest.
 
-    plan = plan_conversion(archive, out, layout="auto")   # scan, group (DEFAULT_SHARD_SIZE), find done
+    plan = plan_conversion(archive, out, layout="auto")                  # scan, group, find done shards
     results = [convert_shard(task) for task in plan.pending]              # or as Ray tasks
     summary = finalise(plan, plan.done + results)                         # _quarantine.jsonl, _manifest.json
 
